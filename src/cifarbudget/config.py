@@ -1,0 +1,242 @@
+"""The schema of params.yaml, checked at the start of every stage.
+
+Each section is a dataclass; a field's type and its metadata (``min``, ``max``,
+``choices``) say what values are allowed. ``load_params`` rejects unknown keys,
+wrong types and out-of-range values with an error that names the key and the
+allowed values, and checks the budgets against each other.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from cifarbudget.errors import UserError
+
+OFFICIAL_ARCHIVES = {
+    "cifar10": ("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+                "c58f30108f718f92721af3b95e74349a"),
+    "cifar100": ("https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+                 "eb9058c3a382ffc7106e4002c42a8d85"),
+}
+
+
+def _range(lo=None, hi=None, **extra):
+    return {"min": lo, "max": hi, **extra}
+
+
+@dataclass(frozen=True)
+class DataParams:
+    name: str = field(default="cifar100", metadata={"choices": tuple(OFFICIAL_ARCHIVES)})
+    # Empty means the official archive of `name`; else an http(s) URL or a local path.
+    source: str = ""
+    # Empty means the official md5 of `name` (only valid with the official source).
+    md5: str = ""
+
+    @property
+    def resolved_source(self) -> str:
+        return self.source or OFFICIAL_ARCHIVES[self.name][0]
+
+    @property
+    def resolved_md5(self) -> str:
+        if self.md5:
+            return self.md5.lower()
+        if self.source:
+            raise UserError("data.md5 is empty but data.source is set: give the archive's md5, "
+                            "e.g. `dvc exp run -S data.source=... -S data.md5=$(md5sum FILE | cut -c1-32)`")
+        return OFFICIAL_ARCHIVES[self.name][1]
+
+
+@dataclass(frozen=True)
+class BudgetParams:
+    classifier_params: int = field(default=100_000, metadata=_range(1))  # strictly fewer
+    classifier_steps: int = field(default=10_000, metadata=_range(1))    # at most
+    gan_params: int = field(default=1_000_000, metadata=_range(1))       # strictly fewer, G + D
+    gan_steps: int = field(default=50_000, metadata=_range(1))           # at most, per network
+
+
+@dataclass(frozen=True)
+class AugmentParams:
+    crop_padding: int = field(default=4, metadata=_range(0, 16))
+    flip: bool = True
+    cutout: int = field(default=0, metadata=_range(0, 32))  # square side in pixels; 0 disables
+
+
+@dataclass(frozen=True)
+class ClassifierParams:
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    widths: list[int] = field(default_factory=lambda: [32, 64, 128])
+    depths: list[int] = field(default_factory=lambda: [2, 2, 2])
+    steps: int = field(default=10_000, metadata=_range(1))
+    batch_size: int = field(default=256, metadata=_range(1))
+    lr: float = field(default=0.2, metadata=_range(0.0))
+    momentum: float = field(default=0.9, metadata=_range(0.0, 1.0))
+    nesterov: bool = True
+    weight_decay: float = field(default=5e-4, metadata=_range(0.0))
+    label_smoothing: float = field(default=0.0, metadata=_range(0.0, 1.0))
+    warmup_steps: int = field(default=500, metadata=_range(0))
+    eval_every: int = field(default=500, metadata=_range(1))
+    checkpoint_every: int = field(default=500, metadata=_range(1))
+    bf16: bool = True
+    channels_last: bool = True
+    compile: bool = False
+
+
+@dataclass(frozen=True)
+class GanParams:
+    seed: int = 0
+    z_dim: int = field(default=128, metadata=_range(1))
+    g_width: int = field(default=128, metadata=_range(1))
+    d_width: int = field(default=128, metadata=_range(1))
+    steps: int = field(default=50_000, metadata=_range(1))
+    n_dis: int = field(default=1, metadata=_range(1))
+    batch_size: int = field(default=64, metadata=_range(1))
+    lr_g: float = field(default=2e-4, metadata=_range(0.0))
+    lr_d: float = field(default=2e-4, metadata=_range(0.0))
+    beta1: float = field(default=0.0, metadata=_range(0.0, 1.0))
+    beta2: float = field(default=0.9, metadata=_range(0.0, 1.0))
+    loss: str = field(default="aw_hinge", metadata={"choices": ("hinge", "aw_hinge")})
+    ema: float = field(default=0.999, metadata=_range(0.0, 1.0))
+    diffaugment: str = "translation,cutout,color"  # comma-separated; empty disables
+    log_every: int = field(default=100, metadata=_range(1))
+    progress_every: int = field(default=1000, metadata=_range(1))
+    checkpoint_every: int = field(default=1000, metadata=_range(1))
+    bf16: bool = True
+    channels_last: bool = True
+
+
+@dataclass(frozen=True)
+class SampleParams:
+    seed: int = 0
+    count: int = field(default=10_000, metadata=_range(1))
+    batch_size: int = field(default=500, metadata=_range(1))
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    # Empty downloads and caches the standard FID Inception weights; a path uses that file.
+    inception_weights: str = ""
+    # Empty downloads the standard LPIPS backbone; a path uses that file; unloadable gives null.
+    lpips_weights: str = ""
+    batch_size: int = field(default=200, metadata=_range(1))
+    lpips_pairs: int = field(default=1000, metadata=_range(1))
+
+
+@dataclass(frozen=True)
+class Params:
+    data: DataParams = field(default_factory=DataParams)
+    budget: BudgetParams = field(default_factory=BudgetParams)
+    augment: AugmentParams = field(default_factory=AugmentParams)
+    classifier: ClassifierParams = field(default_factory=ClassifierParams)
+    gan: GanParams = field(default_factory=GanParams)
+    sample: SampleParams = field(default_factory=SampleParams)
+    evaluate: EvaluateParams = field(default_factory=EvaluateParams)
+
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(key: str, value, tp):
+    """Check `value` against the annotation `tp`; ints are accepted where floats are."""
+    origin = typing.get_origin(tp)
+    if origin in (list, tuple):
+        (item_tp,) = typing.get_args(tp)[:1]
+        if not isinstance(value, list):
+            raise UserError(f"{key}: expected a list of {_type_name(item_tp)}, got {value!r}")
+        return [_coerce(f"{key}[{i}]", v, item_tp) for i, v in enumerate(value)]
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in typing.get_args(tp):
+            return None
+        (tp,) = [t for t in typing.get_args(tp) if t is not type(None)]
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is str and value is None:
+        return ""
+    if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
+        raise UserError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    return value
+
+
+def _check_range(key: str, value, meta) -> None:
+    choices = meta.get("choices")
+    if choices is not None and value not in choices:
+        raise UserError(f"{key}: {value!r} is not allowed; choose one of {', '.join(map(str, choices))}")
+    lo, hi = meta.get("min"), meta.get("max")
+    if lo is not None and value < lo:
+        raise UserError(f"{key}: {value!r} is too small; it must be >= {lo}")
+    if hi is not None and value > hi:
+        raise UserError(f"{key}: {value!r} is too large; it must be <= {hi}")
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def _build(cls, raw: dict, prefix: str):
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise UserError(f"{prefix}: expected a mapping of keys, got {raw!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        where = f"in {prefix}" if prefix else "at the top level"
+        raise UserError(f"{_join(prefix, unknown[0])}: unknown key; allowed keys {where}: "
+                        f"{', '.join(fields)}")
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for name, value in raw.items():
+        key = _join(prefix, name)
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            values[name] = _build(tp, value, key)
+            continue
+        value = _coerce(key, value, tp)
+        for item in value if isinstance(value, list) else [value]:
+            _check_range(key, item, fields[name].metadata)
+        values[name] = value
+    return cls(**values)
+
+
+def _check_consistency(p: Params) -> None:
+    c = p.classifier
+    if not c.seeds:
+        raise UserError("classifier.seeds: give at least one seed, e.g. [0, 1, 2]")
+    if len(c.widths) != len(c.depths) or not c.widths:
+        raise UserError(f"classifier.widths and classifier.depths: need the same non-zero length "
+                        f"(one width and depth per stage), got {c.widths} and {c.depths}")
+    if any(w < 1 for w in c.widths) or any(d < 1 for d in c.depths):
+        raise UserError("classifier.widths and classifier.depths: every entry must be >= 1")
+    if c.steps > p.budget.classifier_steps:
+        raise UserError(f"classifier.steps: {c.steps} exceeds budget.classifier_steps "
+                        f"({p.budget.classifier_steps}); lower classifier.steps")
+    g = p.gan
+    updates = max(g.steps * g.n_dis, g.steps)
+    if updates > p.budget.gan_steps:
+        raise UserError(f"gan.steps x gan.n_dis: {g.steps} x {g.n_dis} = {updates} discriminator "
+                        f"updates exceed budget.gan_steps ({p.budget.gan_steps}); lower gan.steps "
+                        f"to at most {p.budget.gan_steps // g.n_dis}")
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate params.yaml; raise UserError naming the first bad key."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: not found; run the stage from the repository root") from None
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid YAML ({exc})".replace("\n", " ")) from None
+    params = _build(Params, raw or {}, "")
+    _check_consistency(params)
+    return params
+
+
+def as_dict(params) -> dict:
+    """Plain-dict view of a params section, for metrics files and checkpoint fingerprints."""
+    return dataclasses.asdict(params)

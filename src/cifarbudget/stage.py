@@ -1,0 +1,19 @@
+"""The entry point every stage script goes through: one-line errors, non-zero exit."""
+from __future__ import annotations
+
+import sys
+from typing import Callable
+
+from cifarbudget.errors import UserError
+
+
+def run_stage(main: Callable[[], None]) -> None:
+    """Run `main`; a UserError prints `error: ...` on one line and exits with status 2."""
+    try:
+        main()
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted; rerun the stage to continue from the last checkpoint", file=sys.stderr)
+        sys.exit(130)

@@ -1,0 +1,159 @@
+"""Shared fixtures: synthetic CIFAR archives and prepared data, and a scratch copy of the repo."""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent  # the venv's bin: dvc, python
+
+
+def synthetic_images(labels: np.ndarray, num_classes: int, seed: int) -> np.ndarray:
+    """uint8 (N, 32, 32, 3) images a small network can learn: a class colour plus noise."""
+    rng = np.random.default_rng(seed)
+    palette = np.random.default_rng(1234).integers(30, 226, size=(num_classes, 3))
+    noise = rng.normal(0, 25, size=(len(labels), 32, 32, 3))
+    stripes = (np.arange(32)[None, :, None, None] * (1 + labels[:, None, None, None] % 4)) % 16
+    images = palette[labels][:, None, None, :] + noise + stripes.transpose(0, 2, 1, 3) * 2
+    return np.clip(images, 0, 255).astype(np.uint8)
+
+
+def build_archive(path: Path, layout: str = "cifar100", num_classes: int = 4,
+                  n_train: int = 200, n_test: int = 80, seed: int = 0) -> str:
+    """Write a .tar.gz laid out like the official CIFAR python archives; return its md5.
+
+    Pickles are protocol 2 with numpy arrays, as the official files; images are
+    channel-major rows of 3072 bytes.
+    """
+    rng = np.random.default_rng(seed)
+    ytr = rng.integers(0, num_classes, n_train)
+    yte = np.arange(n_test) % num_classes  # balanced, like the official test sets
+    to_rows = lambda x: x.transpose(0, 3, 1, 2).reshape(len(x), 3072)
+    xtr = to_rows(synthetic_images(ytr, num_classes, seed))
+    xte = to_rows(synthetic_images(yte, num_classes, seed + 1))
+    names = [f"class_{i}" for i in range(num_classes)]
+    files: dict[str, dict] = {}
+    if layout == "cifar100":
+        root = "cifar-100-python/"
+        files[root + "meta"] = {"fine_label_names": names, "coarse_label_names": ["all"]}
+        for split, x, y in (("train", xtr, ytr), ("test", xte, yte)):
+            files[root + split] = {"filenames": [f"{split}_{i}.png" for i in range(len(y))],
+                                   "batch_label": f"{split} batch", "fine_labels": y.tolist(),
+                                   "coarse_labels": [0] * len(y), "data": x}
+    elif layout == "cifar10":
+        root = "cifar-10-batches-py/"
+        files[root + "batches.meta"] = {"label_names": names, "num_cases_per_batch": n_train // 5,
+                                        "num_vis": 3072}
+        for b, (x, y) in enumerate(zip(np.array_split(xtr, 5), np.array_split(ytr, 5)), 1):
+            files[root + f"data_batch_{b}"] = {"batch_label": f"training batch {b} of 5",
+                                               "labels": y.tolist(), "data": x,
+                                               "filenames": [f"{b}_{i}.png" for i in range(len(y))]}
+        files[root + "test_batch"] = {"batch_label": "testing batch 1 of 1", "labels": yte.tolist(),
+                                      "data": xte, "filenames": [f"t_{i}.png" for i in range(len(yte))]}
+    else:
+        raise ValueError(layout)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w:gz") as tar:
+        for name, obj in files.items():
+            payload = pickle.dumps(obj, protocol=2)
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def write_prepared(folder: Path, num_classes: int = 4, n_train: int = 256, n_test: int = 64,
+                   seed: int = 0) -> Path:
+    """Write data/prepared in the format `prepare` produces, with learnable synthetic images."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    ytr = rng.integers(0, num_classes, n_train).astype(np.int64)
+    yte = (np.arange(n_test) % num_classes).astype(np.int64)
+    xtr = synthetic_images(ytr, num_classes, seed)
+    np.save(folder / "train_images.npy", xtr)
+    np.save(folder / "train_labels.npy", ytr)
+    np.save(folder / "test_images.npy", synthetic_images(yte, num_classes, seed + 1))
+    np.save(folder / "test_labels.npy", yte)
+    classes = [f"class_{i}" for i in range(num_classes)]
+    (folder / "meta.json").write_text(json.dumps(
+        {"name": "cifar100", "classes": classes, "train_count": n_train, "test_count": n_test}))
+    pixels = xtr.reshape(-1, 3) / 255.0
+    (folder / "stats.json").write_text(json.dumps(
+        {"mean": pixels.mean(0).tolist(), "std": pixels.std(0).tolist()}))
+    return folder
+
+
+@pytest.fixture
+def prepared_dir(tmp_path) -> Path:
+    return write_prepared(tmp_path / "data" / "prepared")
+
+
+def _repo_files() -> list[str]:
+    out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                         cwd=REPO, check=True, capture_output=True).stdout
+    return [f for f in out.decode().split("\0") if f and (REPO / f).is_file()]
+
+
+def make_repo_copy(dest: Path) -> Path:
+    """Copy the repository's source (what git tracks or would track) into `dest`, git-init it."""
+    for rel in _repo_files():
+        if rel.startswith(("metrics/", "plots/")) or rel == "dvc.lock":
+            continue  # the copy starts with no results
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / rel, target)
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "copy"]):
+        subprocess.run(cmd, cwd=dest, check=True, env=env, capture_output=True)
+    return dest
+
+
+@pytest.fixture
+def repo_copy(tmp_path) -> Path:
+    return make_repo_copy(tmp_path / "repo")
+
+
+def set_params(repo: Path, overrides: dict) -> None:
+    """Apply {"section.key": value} overrides to repo/params.yaml."""
+    path = repo / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    for dotted, value in overrides.items():
+        section, key = dotted.split(".", 1)
+        params.setdefault(section, {})[key] = value
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
+    """Run a command with the venv first on PATH (so dvc stages find its python)."""
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+           "DVC_NO_ANALYTICS": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n"
+                             f"stdout:\n{proc.stdout[-4000:]}\nstderr:\n{proc.stderr[-4000:]}")
+    return proc
+
+
+# Tiny budgets under which every stage of the pipeline runs in seconds on a CPU.
+TINY_PARAMS = {
+    "classifier.seeds": [0, 1], "classifier.widths": [8, 16], "classifier.depths": [1, 1],
+    "classifier.steps": 20, "classifier.batch_size": 32, "classifier.warmup_steps": 2,
+    "classifier.eval_every": 10, "classifier.checkpoint_every": 10,
+    "gan.z_dim": 16, "gan.g_width": 16, "gan.d_width": 16, "gan.steps": 10, "gan.batch_size": 16,
+    "gan.log_every": 2, "gan.progress_every": 5, "gan.checkpoint_every": 5,
+    "sample.count": 40, "sample.batch_size": 20,
+    "evaluate.batch_size": 20, "evaluate.lpips_pairs": 10,
+}
