@@ -23,7 +23,8 @@ test-fast: install
 	pytest -q -m "not slow"
 
 bench: install
-	python bench/benchmark.py
+	python bench/bench_classifier.py
+	python bench/bench_gan.py
 
 clean-venv:
 	rm -rf $(VENV)

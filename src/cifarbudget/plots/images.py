@@ -1,0 +1,54 @@
+"""Image grids: the one way the project turns generated or real images into a figure."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from cifarbudget.io import save_figure
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """Images in [-1, 1], (N, C, H, W) -> uint8 (N, H, W, C), rounded exactly as a saved PNG."""
+    pixels = ((images.detach().float().cpu() + 1) * 127.5).round().clamp(0, 255)
+    return pixels.to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def tile(images: np.ndarray, nrow: int, pad: int = 2, fill: int = 255) -> np.ndarray:
+    """uint8 (N, H, W, C) -> one uint8 mosaic with `nrow` images per row."""
+    n, h, w, c = images.shape
+    rows = -(-n // nrow)
+    canvas = np.full((rows * (h + pad) + pad, nrow * (w + pad) + pad, c), fill, np.uint8)
+    for i, img in enumerate(images):
+        r, col = divmod(i, nrow)
+        y, x = pad + r * (h + pad), pad + col * (w + pad)
+        canvas[y:y + h, x:x + w] = img
+    return canvas
+
+
+def save_image_grid(images: np.ndarray, path: str | Path, nrow: int, title: str | None = None,
+                    row_labels: list[str] | None = None, cell_labels: list[str] | None = None,
+                    scale: float = 0.9) -> None:
+    """Save uint8 (N, H, W, C) images as a PNG grid, optionally labelled per row or per cell."""
+    n = len(images)
+    rows = -(-n // nrow)
+    fig, axes = plt.subplots(rows, nrow, figsize=(nrow * scale + (1.4 if row_labels else 0),
+                                                  rows * scale + (0.5 if title else 0)),
+                             squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+        if i < n:
+            ax.imshow(images[i], interpolation="nearest")
+            if cell_labels:
+                ax.set_title(cell_labels[i], fontsize=6, pad=2)
+        if row_labels and i % nrow == 0:
+            ax.set_ylabel(row_labels[i // nrow], rotation=0, ha="right", va="center", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout(pad=0.3)
+    save_figure(fig, path)
