@@ -65,3 +65,18 @@ def test_full_disk_is_a_clear_error_and_leaves_no_file(tmp_path, monkeypatch):
 def test_write_csv_header_and_rows(tmp_path):
     write_csv(tmp_path / "h.csv", [{"step": 1, "acc": 0.5}, {"step": 2, "acc": 0.75}])
     assert (tmp_path / "h.csv").read_text().splitlines() == ["step,acc", "1,0.5", "2,0.75"]
+
+
+def test_a_file_in_place_of_the_folder_is_a_clear_error(tmp_path):
+    (tmp_path / "plots").write_text("not a folder")
+    with pytest.raises(UserError, match="a file stands where a folder is needed"):
+        write_json(tmp_path / "plots" / "m.json", {"v": 1})
+
+
+def test_outputs_get_the_usual_file_mode(tmp_path):
+    old = os.umask(0o022)
+    try:
+        write_json(tmp_path / "m.json", {"v": 1})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "m.json").stat().st_mode & 0o777 == 0o644

@@ -19,11 +19,19 @@ from typing import Iterator
 from cifarbudget.errors import UserError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _explain(path: Path, exc: OSError) -> UserError:
     if exc.errno == errno.ENOSPC:
         hint = "the disk is full; free some space and rerun"
     elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         hint = "the folder is not writable; fix its permissions or run from a writable checkout"
+    elif exc.errno in (errno.EEXIST, errno.ENOTDIR):
+        hint = "a file stands where a folder is needed; move or delete it and rerun"
     else:
         hint = exc.strerror or str(exc)
     return UserError(f"cannot write {path}: {hint}")
@@ -37,6 +45,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.close(fd)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual mode
     except OSError as exc:
         raise _explain(path, exc) from None
     tmp = Path(tmp)

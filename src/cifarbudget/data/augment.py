@@ -41,8 +41,11 @@ def cutout(x: torch.Tensor, size: int, gen: torch.Generator) -> torch.Tensor:
     cx = torch.randint(0, w, (n,), generator=gen, device=gen.device).to(x.device)
     ys = torch.arange(h, device=x.device)[None, :]
     xs = torch.arange(w, device=x.device)[None, :]
-    inside_y = ((ys - cy[:, None]).abs() * 2 < size)  # (n, h)
-    inside_x = ((xs - cx[:, None]).abs() * 2 < size)  # (n, w)
+    # Rows top .. top + size - 1: exactly `size` of them, for odd and even sizes alike.
+    top = (cy - size // 2)[:, None]
+    left = (cx - size // 2)[:, None]
+    inside_y = (ys >= top) & (ys < top + size)  # (n, h)
+    inside_x = (xs >= left) & (xs < left + size)  # (n, w)
     mask = inside_y[:, :, None] & inside_x[:, None, :]
     return x * (~mask)[:, None, :, :].to(x.dtype)
 

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from cifarbudget.errors import UserError
+from cifarbudget.io import atomic_dir, write_json
 
 PREPARED_DIR = Path("data/prepared")
 FILES = ("train_images.npy", "train_labels.npy", "test_images.npy", "test_labels.npy",
@@ -49,6 +50,30 @@ def load_prepared(folder: str | Path = PREPARED_DIR) -> PreparedData:
     stats = json.loads((folder / "stats.json").read_text())
     return PreparedData(**arrays, classes=meta["classes"], name=meta["name"],
                         mean=stats["mean"], std=stats["std"])
+
+
+def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of uint8 (N, H, W, C) images, pixels scaled to [0, 1]."""
+    values = np.arange(256) / 255.0
+    mean, std = [], []
+    for channel in range(images.shape[-1]):
+        # A histogram of the 256 byte values gives exact float64 moments without a float copy.
+        counts = np.bincount(images[..., channel].ravel(), minlength=256)
+        m = counts @ values / counts.sum()
+        mean.append(float(m))
+        std.append(float(np.sqrt(counts @ (values - m) ** 2 / counts.sum())))
+    return mean, std
+
+
+def save_prepared(data: PreparedData, folder: str | Path = PREPARED_DIR) -> None:
+    """Write `data` in the format above, replacing `folder` as a whole or not at all."""
+    with atomic_dir(folder) as tmp:
+        for name in ("train_images", "train_labels", "test_images", "test_labels"):
+            np.save(tmp / f"{name}.npy", getattr(data, name))
+        write_json(tmp / "meta.json", {"name": data.name, "classes": data.classes,
+                                       "train_count": len(data.train_labels),
+                                       "test_count": len(data.test_labels)})
+        write_json(tmp / "stats.json", {"mean": data.mean, "std": data.std})
 
 
 def to_tensor_nchw(images: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:

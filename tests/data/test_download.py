@@ -1,0 +1,208 @@
+"""The download stage's library: resume, retry, checksum, clear errors, target untouched on failure."""
+import hashlib
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from cifarbudget.data.download import fetch_archive, partial_path
+from cifarbudget.errors import UserError
+
+CONTENT = bytes(range(256)) * 4000  # ~1 MB: several read chunks, cheap to serve
+MD5 = hashlib.md5(CONTENT).hexdigest()
+
+
+@dataclass
+class Behaviour:
+    """How the test server misbehaves; it records every request's Range header."""
+    content: bytes = CONTENT
+    drop_after: int | None = None  # first request: close the connection after this many bytes
+    stall: float = 0.0             # first request: wait this long before sending the body
+    ignore_range: bool = False     # answer 200 with the whole file even when asked for a range
+    errors: list[int] = field(default_factory=list)  # statuses to answer before serving normally
+    ranges: list[str | None] = field(default_factory=list)
+
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        behaviour: Behaviour = self.server.behaviour
+        requested = self.headers.get("Range")
+        behaviour.ranges.append(requested)
+        first = len(behaviour.ranges) == 1
+        if self.path != "/archive.tar.gz":
+            return self.send_error(404)
+        if behaviour.errors:
+            return self.send_error(behaviour.errors.pop(0))
+        body, start = behaviour.content, 0
+        if requested and not behaviour.ignore_range:
+            start = int(re.fullmatch(r"bytes=(\d+)-", requested).group(1))
+            if start >= len(body):
+                return self.send_error(416)
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+        else:
+            self.send_response(200)
+        self.send_header("Content-Length", str(len(body) - start))
+        self.end_headers()
+        payload = body[start:]
+        if first and behaviour.drop_after is not None:
+            payload = payload[:behaviour.drop_after]
+        if first and behaviour.stall:
+            time.sleep(behaviour.stall)
+        self.wfile.write(payload)  # HTTP/1.0: the connection closes after the handler returns
+
+    def log_message(self, *args):
+        pass
+
+
+class QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        pass  # the client hanging up on a stalled response is part of the test
+
+
+@pytest.fixture
+def server():
+    """(behaviour, url) of an HTTP server on 127.0.0.1 serving CONTENT at /archive.tar.gz."""
+    httpd = QuietServer(("127.0.0.1", 0), Handler)
+    httpd.behaviour = Behaviour()
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.02,), daemon=True)
+    thread.start()
+    yield httpd.behaviour, f"http://127.0.0.1:{httpd.server_address[1]}/archive.tar.gz"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture
+def target(tmp_path):
+    return tmp_path / "data" / "raw" / "archive.tar.gz"
+
+
+def fetch(url, target, md5=MD5, **kwargs):
+    """fetch_archive with instant sleeps; returns the delays it asked for."""
+    delays = []
+    fetch_archive(url, md5, target, sleep=delays.append, backoff=0.5, **kwargs)
+    return delays
+
+
+def test_downloads_and_verifies(server, target):
+    behaviour, url = server
+    assert fetch(url, target) == []
+    assert target.read_bytes() == CONTENT
+    assert behaviour.ranges == [None]
+    assert sorted(p.name for p in target.parent.iterdir()) == ["archive.tar.gz"]
+
+
+def test_a_dropped_connection_resumes_with_a_range_request(server, target):
+    behaviour, url = server
+    behaviour.drop_after = half = len(CONTENT) // 2
+    delays = fetch(url, target)
+    assert behaviour.ranges == [None, f"bytes={half}-"]
+    assert delays == [0.5]
+    assert target.read_bytes() == CONTENT
+    assert not partial_path(target).exists()
+
+
+def test_a_server_ignoring_range_restarts_from_zero(server, target):
+    behaviour, url = server
+    behaviour.drop_after, behaviour.ignore_range = 1000, True
+    fetch(url, target)
+    assert behaviour.ranges == [None, "bytes=1000-"]
+    assert target.read_bytes() == CONTENT  # not the first 1000 bytes twice
+
+
+def test_a_partial_file_from_an_earlier_run_is_resumed(server, target):
+    behaviour, url = server
+    target.parent.mkdir(parents=True)
+    partial_path(target).write_bytes(CONTENT[:12345])
+    fetch(url, target)
+    assert behaviour.ranges == ["bytes=12345-"]
+    assert target.read_bytes() == CONTENT
+
+
+def test_a_complete_stale_partial_file_starts_over(server, target):
+    behaviour, url = server
+    target.parent.mkdir(parents=True)
+    partial_path(target).write_bytes(CONTENT)  # e.g. killed between downloading and verifying
+    fetch(url, target)
+    assert behaviour.ranges == [f"bytes={len(CONTENT)}-", None]
+    assert target.read_bytes() == CONTENT
+
+
+def test_wrong_bytes_fail_naming_both_md5s_and_leave_the_earlier_archive(server, target):
+    behaviour, url = server
+    behaviour.content = CONTENT[:-1] + b"X"
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"the earlier archive")
+    actual = hashlib.md5(behaviour.content).hexdigest()
+    with pytest.raises(UserError, match=f"md5 mismatch: expected {MD5} \\(data.md5\\), got {actual}"):
+        fetch(url, target)
+    assert target.read_bytes() == b"the earlier archive"
+    assert [p.name for p in target.parent.iterdir()] == ["archive.tar.gz"]  # no part, no temp
+
+
+def test_404_is_a_clear_error_without_retries(server, target):
+    behaviour, url = server
+    with pytest.raises(UserError, match=r"HTTP 404 Not Found; check data\.source"):
+        fetch(url.replace("archive", "missing"), target)
+    assert len(behaviour.ranges) == 1
+    assert not target.exists()
+
+
+def test_server_errors_are_retried_with_exponential_backoff(server, target):
+    behaviour, url = server
+    behaviour.errors = [503, 500, 502]
+    assert fetch(url, target) == [0.5, 1.0, 2.0]
+    assert target.read_bytes() == CONTENT
+
+
+def test_gives_up_after_the_attempts_keeping_the_partial_file(server, target):
+    behaviour, url = server
+    behaviour.errors = [503] * 10
+    target.parent.mkdir(parents=True)
+    partial_path(target).write_bytes(CONTENT[:5000])
+    with pytest.raises(UserError, match=r"download failed 3 times in a row \(last: HTTP 503 .*"
+                                        r"any partial download is kept and resumes"):
+        fetch(url, target, attempts=3)
+    assert behaviour.ranges == ["bytes=5000-"] * 3
+    assert partial_path(target).read_bytes() == CONTENT[:5000]
+    assert not target.exists()
+
+
+def test_a_timeout_is_retried(server, target):
+    behaviour, url = server
+    behaviour.stall = 2.0
+    fetch(url, target, timeout=0.3)
+    assert len(behaviour.ranges) == 2
+    assert target.read_bytes() == CONTENT
+
+
+def test_a_local_path_is_copied_and_verified(tmp_path, target):
+    source = tmp_path / "mine.tar.gz"
+    source.write_bytes(CONTENT)
+    fetch(str(source), target)
+    assert target.read_bytes() == CONTENT
+    with pytest.raises(UserError, match="md5 mismatch"):
+        fetch(str(source), target, md5="0" * 32)
+    assert target.read_bytes() == CONTENT
+    assert [p.name for p in target.parent.iterdir()] == ["archive.tar.gz"]
+
+
+def test_a_missing_local_source_is_a_clear_error(tmp_path, target):
+    with pytest.raises(UserError, match=r"data\.source: cannot read .*nowhere\.tar\.gz \(No such file "
+                                        r"or directory\); give the path of an existing archive"):
+        fetch(str(tmp_path / "nowhere.tar.gz"), target)
+    assert not target.exists()
+
+
+@pytest.mark.parametrize("source, md5, message", [
+    ("ftp://example.org/a.tar.gz", MD5, r"unsupported scheme; give an http\(s\) URL or a local path"),
+    ("/any/path", "not-an-md5", r"data\.md5: 'not-an-md5' is not an md5 checksum; give the 32 hex"),
+])
+def test_bad_source_or_md5_fail_before_any_work(source, md5, message, target):
+    with pytest.raises(UserError, match=message):
+        fetch(source, target, md5=md5)

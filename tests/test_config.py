@@ -1,0 +1,123 @@
+"""params.yaml validation: every mistake names the key and what would be accepted."""
+import shutil
+
+import pytest
+import yaml
+
+from cifarbudget.config import OFFICIAL_ARCHIVES, DataParams, Params, load_params
+from cifarbudget.errors import UserError
+from tests.conftest import REPO, set_params
+
+
+@pytest.fixture
+def params_dir(tmp_path):
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    return tmp_path
+
+
+def load_with(folder, overrides):
+    set_params(folder, overrides)
+    return load_params(folder / "params.yaml")
+
+
+def test_the_repository_params_are_valid_and_match_the_schema_defaults():
+    assert load_params(REPO / "params.yaml") == Params()
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"classifier.learning_rate": 0.1},
+     r"^classifier\.learning_rate: unknown key; allowed keys in classifier: seeds, widths, .*\blr\b"),
+    ({"data.url": "x"}, r"^data\.url: unknown key; allowed keys in data: name, source, md5$"),
+])
+def test_unknown_keys_are_named_with_the_allowed_ones(params_dir, overrides, message):
+    with pytest.raises(UserError, match=message):
+        load_with(params_dir, overrides)
+
+
+def test_unknown_top_level_section(params_dir):
+    path = params_dir / "params.yaml"
+    path.write_text(path.read_text() + "\ntrainer:\n  lr: 0.1\n")
+    with pytest.raises(UserError, match=r"^trainer: unknown key; allowed keys at the top level: data, "):
+        load_params(path)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"classifier.lr": "fast"}, r"^classifier\.lr: expected float, got 'fast'$"),
+    ({"budget.classifier_steps": True}, r"^budget\.classifier_steps: expected int, got True$"),
+    ({"budget.gan_steps": 10.5}, r"^budget\.gan_steps: expected int, got 10\.5$"),
+    ({"augment.flip": "yes"}, r"^augment\.flip: expected bool, got 'yes'$"),
+    ({"classifier.widths": [32, "wide"]}, r"^classifier\.widths\[1\]: expected int, got 'wide'$"),
+    ({"classifier.seeds": 0}, r"^classifier\.seeds: expected a list of int, got 0$"),
+])
+def test_wrong_types_are_rejected(params_dir, overrides, message):
+    with pytest.raises(UserError, match=message):
+        load_with(params_dir, overrides)
+
+
+def test_a_section_that_is_not_a_mapping_is_rejected(params_dir):
+    path = params_dir / "params.yaml"
+    raw = yaml.safe_load(path.read_text())
+    raw["augment"] = 4
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(UserError, match=r"^augment: expected a mapping of keys, got 4$"):
+        load_params(path)
+
+
+def test_ints_are_accepted_where_floats_are_expected(params_dir):
+    params = load_with(params_dir, {"classifier.lr": 1})
+    assert params.classifier.lr == 1.0 and isinstance(params.classifier.lr, float)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"augment.crop_padding": 17}, r"^augment\.crop_padding: 17 is too large; it must be <= 16$"),
+    ({"classifier.momentum": -0.1}, r"^classifier\.momentum: -0\.1 is too small; it must be >= 0\.0$"),
+    ({"gan.loss": "wgan"}, r"^gan\.loss: 'wgan' is not allowed; choose one of hinge, aw_hinge$"),
+    ({"data.name": "mnist"}, r"^data\.name: 'mnist' is not allowed; choose one of cifar10, cifar100$"),
+    ({"budget.gan_params": 0}, r"^budget\.gan_params: 0 is too small; it must be >= 1$"),
+])
+def test_out_of_range_values_name_the_limit(params_dir, overrides, message):
+    with pytest.raises(UserError, match=message):
+        load_with(params_dir, overrides)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"classifier.steps": 10_001, "budget.classifier_steps": 10_000},
+     r"classifier\.steps: 10001 exceeds budget\.classifier_steps \(10000\); lower classifier\.steps"),
+    ({"gan.steps": 30_000, "gan.n_dis": 2, "budget.gan_steps": 50_000},
+     r"30000 x 2 = 60000 discriminator updates exceed budget\.gan_steps \(50000\); "
+     r"lower gan\.steps to at most 25000"),
+    ({"classifier.widths": [32, 64], "classifier.depths": [2, 2, 2]},
+     r"need the same non-zero length"),
+    ({"classifier.seeds": []}, r"classifier\.seeds: give at least one seed"),
+])
+def test_inconsistent_budgets_and_shapes_are_rejected(params_dir, overrides, message):
+    with pytest.raises(UserError, match=message):
+        load_with(params_dir, overrides)
+
+
+def test_steps_exactly_at_the_budget_are_allowed(params_dir):
+    params = load_with(params_dir, {"gan.steps": 25_000, "gan.n_dis": 2, "budget.gan_steps": 50_000})
+    assert params.gan.steps * params.gan.n_dis == params.budget.gan_steps
+
+
+def test_a_custom_source_requires_its_md5():
+    with pytest.raises(UserError, match=r"data\.md5 is empty but data\.source is set: give the archive's md5"):
+        DataParams(source="/archives/mine.tar.gz").resolved_md5
+    custom = DataParams(source="/archives/mine.tar.gz", md5="ABCDEF0123456789ABCDEF0123456789")
+    assert custom.resolved_source == "/archives/mine.tar.gz"
+    assert custom.resolved_md5 == "abcdef0123456789abcdef0123456789"
+
+
+@pytest.mark.parametrize("name", sorted(OFFICIAL_ARCHIVES))
+def test_an_empty_source_means_the_official_archive_and_md5(name):
+    official = DataParams(name=name)
+    assert (official.resolved_source, official.resolved_md5) == OFFICIAL_ARCHIVES[name]
+
+
+def test_missing_or_broken_params_file(tmp_path):
+    with pytest.raises(UserError, match=r"params\.yaml: not found; run the stage from the repository root"):
+        load_params(tmp_path / "params.yaml")
+    (tmp_path / "params.yaml").write_text("data: [unclosed\n")
+    with pytest.raises(UserError, match=r"params\.yaml: not valid YAML") as info:
+        load_params(tmp_path / "params.yaml")
+    assert "\n" not in str(info.value)
