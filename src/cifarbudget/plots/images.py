@@ -35,8 +35,7 @@ def save_image_grid(images: np.ndarray, path: str | Path, nrow: int, title: str 
     n = len(images)
     rows = -(-n // nrow)
     fig, axes = plt.subplots(rows, nrow, figsize=(nrow * scale + (1.4 if row_labels else 0),
-                                                  rows * scale + (0.5 if title else 0)),
-                             squeeze=False)
+                                                  rows * scale), squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.set_xticks([])
         ax.set_yticks([])
@@ -48,7 +47,8 @@ def save_image_grid(images: np.ndarray, path: str | Path, nrow: int, title: str 
                 ax.set_title(cell_labels[i], fontsize=6, pad=2)
         if row_labels and i % nrow == 0:
             ax.set_ylabel(row_labels[i // nrow], rotation=0, ha="right", va="center", fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=10)
     fig.tight_layout(pad=0.3)
+    if title:
+        # Above the laid-out axes (savefig's tight bbox grows to fit), so it never covers labels.
+        fig.suptitle(title, fontsize=10, y=1.0, va="bottom")
     save_figure(fig, path)

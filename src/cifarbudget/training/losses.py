@@ -1,0 +1,107 @@
+"""GAN losses: the hinge loss and its adaptively weighted form (AW, Zadorozhnyy et al. 2021).
+
+All of it runs in fp32: the discriminator returns fp32 scores, and the gradients the AW
+rule compares are the fp32 gradients of the discriminator's parameters.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+def hinge_real(scores: torch.Tensor) -> torch.Tensor:
+    """The discriminator's loss on real images: mean(max(0, 1 - D(x)))."""
+    return F.relu(1 - scores.float()).mean()
+
+
+def hinge_fake(scores: torch.Tensor) -> torch.Tensor:
+    """The discriminator's loss on generated images: mean(max(0, 1 + D(G(z))))."""
+    return F.relu(1 + scores.float()).mean()
+
+
+def generator_hinge(scores: torch.Tensor) -> torch.Tensor:
+    """The generator's loss: -mean(D(G(z)))."""
+    return -scores.float().mean()
+
+
+@dataclass(frozen=True)
+class AdaptiveWeightRule:
+    """Algorithm 1 of "Adaptive Weighted Discriminator for Training GANs" (normalized form).
+
+    The discriminator minimises w_real * L_real + w_fake * L_fake, the weights being
+    constants computed each update from g_r = grad L_real and g_f = grad L_fake (over all
+    discriminator parameters, flattened) and the mean sigmoid scores s_r = mean sigma(D(x)),
+    s_f = mean sigma(D(G(z))):
+
+    1. real badly classified (s_r < alpha1 or s_r < s_f - delta), g_r . g_f <= 0:
+           w_real = 1/|g_r| + eps,  w_fake = -(g_r . g_f) / (|g_f|^2 |g_r|) + eps
+       (the combined step is g_r with its component along g_f removed: it improves L_real
+       without, to first order, undoing L_fake)
+    2. real badly classified, g_r . g_f > 0:
+           w_real = 1/|g_r| + eps,  w_fake = eps
+    3. real well classified (s_r > alpha2 and s_r > s_f - delta), g_r . g_f <= 0:
+           w_real = -(g_r . g_f) / (|g_r|^2 |g_f|) + eps,  w_fake = 1/|g_f| + eps
+    4. real well classified, g_r . g_f > 0:
+           w_real = eps,  w_fake = 1/|g_f| + eps
+    5. otherwise: w_real = 1/|g_r| + eps,  w_fake = 1/|g_f| + eps
+
+    Squared norms get `tiny` added so a zero gradient cannot divide by zero. The defaults
+    are the paper's (alpha1 0.5, alpha2 0.75, delta 0.05, eps 0.05, tiny 1e-4).
+    """
+
+    alpha1: float = 0.5
+    alpha2: float = 0.75
+    delta: float = 0.05
+    epsilon: float = 0.05
+    tiny: float = 1e-4
+
+    def weights(self, grad_real: list[torch.Tensor], grad_fake: list[torch.Tensor],
+                real_score: float, fake_score: float) -> tuple[float, float]:
+        """(w_real, w_fake) for per-parameter gradients and the mean sigmoid scores."""
+        flat_real = torch.cat([g.float().flatten() for g in grad_real])
+        flat_fake = torch.cat([g.float().flatten() for g in grad_fake])
+        # One transfer for the three dot products rather than three.
+        rr, ff, rf = torch.stack([flat_real @ flat_real, flat_fake @ flat_fake,
+                                  flat_real @ flat_fake]).tolist()
+        rr, ff = rr + self.tiny, ff + self.tiny
+        norm_r, norm_f = math.sqrt(rr), math.sqrt(ff)
+        eps = self.epsilon
+        if real_score < self.alpha1 or real_score < fake_score - self.delta:
+            if rf <= 0:
+                return 1 / norm_r + eps, -rf / (ff * norm_r) + eps
+            return 1 / norm_r + eps, eps
+        if real_score > self.alpha2 and real_score > fake_score - self.delta:
+            if rf <= 0:
+                return -rf / (rr * norm_f) + eps, 1 / norm_f + eps
+            return eps, 1 / norm_f + eps
+        return 1 / norm_r + eps, 1 / norm_f + eps
+
+
+def discriminator_backward(loss_name: str, real_scores: torch.Tensor, fake_scores: torch.Tensor,
+                           params: list[torch.nn.Parameter],
+                           rule: AdaptiveWeightRule = AdaptiveWeightRule()) -> dict:
+    """Set the discriminator's gradients for `loss_name`; return the loss terms and weights.
+
+    `real_scores` and `fake_scores` must come from separate forward passes: the AW rule
+    differentiates each term on its own graph. Returns tensors d_real_loss, d_fake_loss
+    and floats w_real, w_fake (1 and 1 for the plain hinge loss).
+    """
+    loss_real, loss_fake = hinge_real(real_scores), hinge_fake(fake_scores)
+    if loss_name == "hinge":
+        grads = torch.autograd.grad(loss_real + loss_fake, params)
+        w_real = w_fake = 1.0
+    elif loss_name == "aw_hinge":
+        grad_real = torch.autograd.grad(loss_real, params)
+        grad_fake = torch.autograd.grad(loss_fake, params)
+        scores = torch.stack([torch.sigmoid(real_scores.float()).mean(),
+                              torch.sigmoid(fake_scores.float()).mean()]).tolist()
+        w_real, w_fake = rule.weights(grad_real, grad_fake, *scores)
+        grads = [w_real * gr + w_fake * gf for gr, gf in zip(grad_real, grad_fake)]
+    else:
+        raise ValueError(f"unknown GAN loss {loss_name!r}; expected hinge or aw_hinge")
+    for param, grad in zip(params, grads):
+        param.grad = grad
+    return {"d_real_loss": loss_real.detach(), "d_fake_loss": loss_fake.detach(),
+            "w_real": w_real, "w_fake": w_fake}

@@ -1,0 +1,144 @@
+"""The train_gan stage: its outputs, a clean stop before training on bad input, and `dvc repro`."""
+import csv
+import json
+import re
+import shutil
+import sys
+
+import pytest
+import torch
+
+from cifarbudget.models.sngan import load_generator
+from tests.conftest import REPO, TINY_PARAMS, build_archive, run, set_params, write_prepared
+
+TINY_GAN = {k: v for k, v in TINY_PARAMS.items() if k.startswith("gan.")}
+OUTPUTS = ("models/gan/gan.pt", "checkpoints/gan/checkpoint.pt", "plots/gan/history.csv",
+           "plots/gan/progress.png", "metrics/gan_training.json")
+
+
+@pytest.fixture(autouse=True)
+def one_thread(monkeypatch):
+    """Networks this small train faster on one thread, and a busy machine cannot stall it."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+
+
+def run_stage_script(cwd):
+    return run([sys.executable, str(REPO / "stages" / "train_gan.py")], cwd, check=False,
+               timeout=300)
+
+
+def error_line(proc) -> str:
+    """The stage's one `error: ...` line; it must be the last line and come without a traceback."""
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and proc.stderr.rstrip("\n").endswith(errors[0]), proc.stderr
+    return errors[0]
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    """A folder to run the stage in: tiny GAN params, prepared data, earlier outputs."""
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    set_params(tmp_path, TINY_GAN)
+    write_prepared(tmp_path / "data" / "prepared")
+    for rel in OUTPUTS:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"earlier " + rel.encode())
+    return tmp_path
+
+
+def snapshot(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"budget.gan_params": 20_000},
+     r"error: model has [\d,]+ trainable parameters \(generator [\d,]+ \+ discriminator [\d,]+\); "
+     r"budget\.gan_params requires fewer than 20,000: reduce the widths"),
+    ({"gan.steps": 30, "budget.gan_steps": 20},
+     r"error: gan\.steps x gan\.n_dis: 30 x 1 = 30 discriminator updates exceed budget\.gan_steps "
+     r"\(20\); lower gan\.steps to at most 20"),
+    ({"gan.n_dis": 3, "budget.gan_steps": 20},
+     r"error: gan\.steps x gan\.n_dis: 10 x 3 = 30 .* lower gan\.steps to at most 6"),
+    ({"gan.n_dis": 0}, r"error: gan\.n_dis: 0 is too small; it must be >= 1"),
+    ({"gan.loss": "wgan"}, r"error: gan\.loss: 'wgan' is not allowed; choose one of hinge, aw_hinge"),
+    ({"gan.diffaugment": "translation,rotate"},
+     r"error: gan\.diffaugment: unknown operation 'rotate'; give a comma-separated subset"),
+    ({"gan.batch_size": 1000},
+     r"error: gan\.batch_size: 1000 exceeds the 256 training images; lower gan\.batch_size"),
+], ids=["params-over-budget", "steps-over-budget", "n_dis-over-budget", "n_dis-zero",
+        "unknown-loss", "unknown-augmentation", "batch-too-large"])
+def test_bad_settings_stop_before_training_and_keep_earlier_outputs(workdir, overrides, message):
+    set_params(workdir, overrides)
+    before = snapshot(workdir)
+    proc = run_stage_script(workdir)
+    line = error_line(proc)
+    assert re.match(message, line), line
+    assert "train_gan:" not in proc.stderr  # no progress bar: training never started
+    assert snapshot(workdir) == before
+
+
+def test_missing_prepared_data_says_which_stage_to_run(workdir):
+    shutil.rmtree(workdir / "data" / "prepared")
+    before = snapshot(workdir)
+    line = error_line(run_stage_script(workdir))
+    assert line == "error: data/prepared/train_images.npy: missing; run `dvc repro prepare` first"
+    assert snapshot(workdir) == before
+
+
+def test_the_stage_writes_the_model_history_progress_and_metrics_then_resumes(workdir):
+    (workdir / "checkpoints/gan/checkpoint.pt").unlink()  # garbage would be refused, not resumed
+    proc = run_stage_script(workdir)
+    assert proc.returncode == 0, proc.stderr
+    assert "models/gan/gan.pt: step 10" in proc.stdout
+
+    generator, info = load_generator(workdir / "models/gan/gan.pt")
+    assert info == {"z_dim": 16, "num_classes": 4, "classes": [f"class_{i}" for i in range(4)]}
+    images = generator(torch.randn(4, 16), torch.arange(4))
+    assert images.shape == (4, 3, 32, 32)
+    state = torch.load(workdir / "models/gan/gan.pt", weights_only=True)
+    assert {"generator", "discriminator", "generator_ema", "optimizer_g", "optimizer_d", "step",
+            "updates", "config", "classes"} <= state.keys()
+
+    with open(workdir / "plots/gan/history.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows] == [2, 4, 6, 8, 10]
+    assert (workdir / "plots/gan/progress.png").read_bytes()[:4] == b"\x89PNG"
+    metrics = json.loads((workdir / "metrics/gan_training.json").read_text())
+    assert metrics["updates"] == {"generator": 10, "discriminator": 10, "budget_per_network": 50000}
+    assert metrics["generator_ema"]["trained"] is False
+    assert metrics["params"]["total"] < metrics["params"]["budget_fewer_than"]
+
+    # A rerun finds the finished checkpoint: no training, the same model, every output rewritten.
+    for rel in ("plots/gan/progress.png", "plots/gan/history.csv", "models/gan/gan.pt"):
+        (workdir / rel).unlink()  # as `dvc repro` does before running a stage
+    again = run_stage_script(workdir)
+    assert again.returncode == 0, again.stderr
+    assert "resuming from checkpoints/gan/checkpoint.pt at step 10" in again.stdout
+    rerun = torch.load(workdir / "models/gan/gan.pt", weights_only=True)
+    assert all(torch.equal(rerun["generator_ema"][k], v) for k, v in state["generator_ema"].items())
+    assert (workdir / "plots/gan/progress.png").exists()
+    with open(workdir / "plots/gan/history.csv") as f:
+        assert list(csv.DictReader(f)) == rows
+
+
+@pytest.mark.slow
+def test_dvc_repro_train_gan_from_a_local_archive(repo_copy, tmp_path):
+    archive = tmp_path / "mine.tar.gz"
+    md5 = build_archive(archive)
+    set_params(repo_copy, {**TINY_PARAMS, "data.source": str(archive), "data.md5": md5})
+    out = run(["dvc", "repro", "train_gan"], repo_copy)
+    assert "Running stage 'train_gan'" in out.stdout
+    generator, info = load_generator(repo_copy / "models/gan/gan.pt")
+    assert info["num_classes"] == 4 and not generator.training
+    metrics = json.loads((repo_copy / "metrics/gan_training.json").read_text())
+    assert metrics["steps"] == 10
+    assert "up to date" in run(["dvc", "status", "train_gan"], repo_copy).stdout
+
+    # More steps: the persistent checkpoint carries the run on from step 10.
+    set_params(repo_copy, {"gan.steps": 12})
+    out = run(["dvc", "repro", "train_gan"], repo_copy)
+    assert "resuming from checkpoints/gan/checkpoint.pt at step 10" in out.stdout
+    metrics = json.loads((repo_copy / "metrics/gan_training.json").read_text())
+    assert metrics["steps"] == 12 and metrics["updates"]["generator"] == 12

@@ -1,0 +1,177 @@
+"""GAN training: budgets, the update cap, learning signals, resume, and the files it writes."""
+import csv
+import dataclasses
+
+import pytest
+import torch
+
+from cifarbudget.config import BudgetParams, GanParams, Params
+from cifarbudget.data.prepared import load_prepared
+from cifarbudget.errors import UserError
+from cifarbudget.training.budget import BudgetExceeded, count_trainable
+from cifarbudget.training.checkpoint import load_checkpoint
+from cifarbudget.training.gan import GanOutputs, GanTrainer, RealBatches, train_gan
+from tests.conftest import write_prepared
+
+TINY_GAN = dict(z_dim=8, g_width=8, d_width=8, batch_size=16, steps=6, log_every=2,
+                progress_every=6, checkpoint_every=3)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Networks this small run faster on one thread, and a busy machine cannot stall it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny_params(budget: BudgetParams = BudgetParams(), **gan) -> Params:
+    return Params(gan=dataclasses.replace(GanParams(), **{**TINY_GAN, **gan}), budget=budget)
+
+
+def outputs_in(folder) -> GanOutputs:
+    return GanOutputs(checkpoint=folder / "checkpoints/gan/checkpoint.pt",
+                      history=folder / "plots/gan/history.csv",
+                      progress=folder / "plots/gan/progress.png")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return load_prepared(write_prepared(tmp_path_factory.mktemp("prepared")))
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, data):
+    """A 6-step run with the tiny settings, done once for the comparisons below."""
+    folder = tmp_path_factory.mktemp("uninterrupted")
+    run = train_gan(tiny_params(), data, outputs_in(folder))
+    return run, load_checkpoint(outputs_in(folder).checkpoint)
+
+
+def assert_same_state(a: dict, b: dict, path: str = "") -> None:
+    assert type(a) is type(b), path
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for key in a:
+            assert_same_state(a[key], b[key], f"{path}/{key}")
+    elif isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), path
+    else:
+        assert a == b, path
+
+
+def test_the_parameter_budget_is_checked_before_training(tmp_path, data):
+    trainer = GanTrainer(tiny_params().gan, data.classes, 100, torch.device("cpu"))
+    g, d = (count_trainable(trainer.generator), count_trainable(trainer.discriminator))
+    params = tiny_params(budget=BudgetParams(gan_params=g + d))  # strictly fewer is required
+    with pytest.raises(UserError, match=rf"generator {g:,} \+ discriminator {d:,}.*budget\.gan_params"):
+        train_gan(params, data, outputs_in(tmp_path))
+    assert not any(tmp_path.iterdir())  # nothing trained, nothing written
+
+
+def test_the_update_cap_stops_a_loop_that_would_exceed_it(data):
+    params = tiny_params(n_dis=2).gan
+    trainer = GanTrainer(params, data.classes, 5, torch.device("cpu"))
+    batches = RealBatches(data, params.batch_size, params.seed, torch.device("cpu"), True)
+    trainer.iteration(batches)
+    trainer.iteration(batches)
+    with pytest.raises(BudgetExceeded, match="discriminator: update 6 would exceed the budget of 5"):
+        trainer.iteration(batches)
+    assert (trainer.opt_d.updates, trainer.opt_g.updates) == (5, 2)
+
+
+def test_every_discriminator_update_counts_and_the_loop_stays_within_budget(tmp_path, data):
+    params = tiny_params(budget=BudgetParams(gan_steps=6), steps=3, n_dis=2)
+    run = train_gan(params, data, outputs_in(tmp_path))
+    updates = run.metrics(params)["updates"]
+    assert (updates["discriminator"], updates["generator"]) == (6, 3)
+
+
+def test_alone_each_network_learns_against_the_other(data):
+    """With G frozen, D's loss falls (it separates real from fake); with D frozen, G's falls."""
+    def first_and_last(key, **gan):
+        params = tiny_params(**gan).gan
+        torch.manual_seed(0)
+        trainer = GanTrainer(params, data.classes, 100, torch.device("cpu"))
+        batches = RealBatches(data, params.batch_size, params.seed, torch.device("cpu"), True)
+        windows = []
+        for _ in range(4):
+            for _ in range(5):
+                trainer.iteration(batches)
+            windows.append(trainer.means.pop()[key])
+        return windows[0], windows[-1]
+
+    first, last = first_and_last("d_loss", lr_g=0.0)
+    assert last < 0.6 * first
+    first, last = first_and_last("g_loss", lr_d=0.0)
+    assert last < first - 0.5
+
+
+def test_outputs_history_progress_and_metrics(uninterrupted, tmp_path):
+    run, state = uninterrupted
+    params = tiny_params()
+    rows = state["history"]
+    assert [row["step"] for row in rows] == [2, 4, 6]
+    assert list(rows[0]) == ["step", "d_loss", "g_loss", "d_real", "d_fake", "w_real", "w_fake",
+                             "lr_g", "lr_d"]
+    assert all(0 < row["w_real"] < 1 and 0 < row["w_fake"] < 1 for row in rows)  # AW, not 1
+    metrics = run.metrics(params)
+    g_count = count_trainable(run.trainer.generator)
+    assert metrics["params"]["generator"] == g_count
+    assert metrics["generator_ema"]["params"] == g_count
+    assert metrics["generator_ema"]["trained"] is False
+    assert not any(p.requires_grad for p in run.trainer.generator_ema.parameters())
+    assert metrics["updates"]["generator"] == metrics["updates"]["discriminator"] == 6
+    assert state["config"] == {"z_dim": 8, "num_classes": 4, "generator_width": 8,
+                               "discriminator_width": 8}
+
+
+def test_history_csv_and_progress_grid_are_written(tmp_path, data):
+    outputs = outputs_in(tmp_path)
+    train_gan(tiny_params(steps=3, loss="hinge"), data, outputs)
+    with open(outputs.history) as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows] == [2, 3]  # every log_every, and the last step
+    assert all(float(r["w_real"]) == float(r["w_fake"]) == 1.0 for r in rows)  # plain hinge
+    assert outputs.progress.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_an_interrupted_run_resumes_bit_identically(uninterrupted, tmp_path, data, monkeypatch):
+    outputs = outputs_in(tmp_path)
+    original = GanTrainer.iteration
+
+    def interrupted_at_step_5(self, batches):
+        if self.step == 5:
+            raise KeyboardInterrupt
+        original(self, batches)
+
+    monkeypatch.setattr(GanTrainer, "iteration", interrupted_at_step_5)
+    with pytest.raises(KeyboardInterrupt):
+        train_gan(tiny_params(), data, outputs)
+    assert load_checkpoint(outputs.checkpoint)["step"] == 3  # the last checkpoint
+    monkeypatch.setattr(GanTrainer, "iteration", original)
+
+    resumed = train_gan(tiny_params(), data, outputs)
+    assert resumed.iterations == 3  # steps 4 to 6 only
+    assert_same_state(load_checkpoint(outputs.checkpoint), uninterrupted[1])
+
+
+def test_raising_gan_steps_continues_a_finished_run(uninterrupted, tmp_path, data):
+    outputs = outputs_in(tmp_path)
+    train_gan(tiny_params(steps=4), data, outputs)
+    longer = train_gan(tiny_params(steps=6), data, outputs)
+    assert longer.iterations == 2
+    assert_same_state(load_checkpoint(outputs.checkpoint), uninterrupted[1])
+
+
+def test_a_checkpoint_of_other_settings_is_not_resumed(uninterrupted, tmp_path, data):
+    outputs = outputs_in(tmp_path)
+    train_gan(tiny_params(steps=3), data, outputs)
+    other = train_gan(tiny_params(steps=3, lr_d=1e-3), data, outputs)
+    assert other.iterations == 3
+
+
+def test_batches_larger_than_the_training_set_are_refused(tmp_path, data):
+    with pytest.raises(UserError, match="gan.batch_size: 1000 exceeds the 256 training images"):
+        train_gan(tiny_params(batch_size=1000), data, outputs_in(tmp_path))
