@@ -152,8 +152,58 @@ TINY_PARAMS = {
     "classifier.seeds": [0, 1], "classifier.widths": [8, 16], "classifier.depths": [1, 1],
     "classifier.steps": 20, "classifier.batch_size": 32, "classifier.warmup_steps": 2,
     "classifier.eval_every": 10, "classifier.checkpoint_every": 10,
+    # One thread whatever OMP_NUM_THREADS says: the thread count changes the arithmetic
+    # (so reruns compare byte for byte), and tiny steps run faster without waiting on a second.
+    "classifier.threads": 1,
     "gan.z_dim": 16, "gan.g_width": 16, "gan.d_width": 16, "gan.steps": 10, "gan.batch_size": 16,
     "gan.log_every": 2, "gan.progress_every": 5, "gan.checkpoint_every": 5,
     "sample.count": 40, "sample.batch_size": 20,
     "evaluate.batch_size": 20, "evaluate.lpips_pairs": 10,
 }
+
+
+@pytest.fixture(scope="session")
+def random_inception_weights(tmp_path_factory) -> Path:
+    """A weights file for the FID Inception network with random weights: FID runs offline.
+
+    He-normal weights keep the activations at unit scale through the 94 layers (PyTorch's
+    default init shrinks them to ~1e-8), so distances between feature sets are measurable.
+    """
+    import torch
+    from torch_fidelity import feature_extractor_inceptionv3 as inception
+
+    # The class loads weights in its constructor; skip that to get the bare architecture.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(inception, "load_state_dict_from_url", lambda *args, **kwargs: {})
+        patch.setattr(inception.FeatureExtractorInceptionV3, "load_state_dict",
+                      lambda self, state: None)
+        net = inception.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
+    gen = torch.Generator().manual_seed(0)
+    for layer in net.modules():
+        if isinstance(layer, (torch.nn.Conv2d, torch.nn.Linear)):
+            fan_in = layer.weight[0].numel()
+            layer.weight.data = torch.randn(layer.weight.shape, generator=gen) * (2 / fan_in) ** 0.5
+    path = tmp_path_factory.mktemp("inception") / "random-inception.pth"
+    torch.save(net.state_dict(), path)
+    return path
+
+
+def write_untrained_models(root: Path, num_classes: int = 4) -> None:
+    """models/gan/gan.pt and models/classifier/seed_0.pt as the training stages save them,
+    untrained, with TINY_PARAMS sizes: enough to run `sample` and `evaluate` in seconds."""
+    import torch
+
+    from cifarbudget.config import GanParams
+    from cifarbudget.models.classifier import build_classifier, model_file_state
+    from cifarbudget.training.checkpoint import save_checkpoint
+    from cifarbudget.training.gan import GanTrainer
+
+    classes = [f"class_{i}" for i in range(num_classes)]
+    gan = GanParams(z_dim=TINY_PARAMS["gan.z_dim"], g_width=TINY_PARAMS["gan.g_width"],
+                    d_width=TINY_PARAMS["gan.d_width"])
+    trainer = GanTrainer(gan, classes, update_limit=1, device=torch.device("cpu"))
+    save_checkpoint(root / "models/gan/gan.pt", trainer.state_dict())
+    widths, depths = TINY_PARAMS["classifier.widths"], TINY_PARAMS["classifier.depths"]
+    classifier = build_classifier(widths, depths, num_classes)
+    save_checkpoint(root / "models/classifier/seed_0.pt",
+                    model_file_state(classifier, widths, depths, [0.5] * 3, [0.25] * 3, classes))

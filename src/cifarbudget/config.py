@@ -84,14 +84,15 @@ class ClassifierParams:
     bf16: bool = True
     channels_last: bool = True
     compile: bool = False
+    threads: int = field(default=0, metadata=_range(0))  # CPU threads; 0 keeps torch's default
 
 
 @dataclass(frozen=True)
 class GanParams:
     seed: int = 0
     z_dim: int = field(default=128, metadata=_range(1))
-    g_width: int = field(default=128, metadata=_range(1))
-    d_width: int = field(default=128, metadata=_range(1))
+    g_width: int = field(default=64, metadata=_range(1))
+    d_width: int = field(default=80, metadata=_range(1))
     steps: int = field(default=50_000, metadata=_range(1))
     n_dis: int = field(default=1, metadata=_range(1))
     batch_size: int = field(default=64, metadata=_range(1))
@@ -119,11 +120,15 @@ class SampleParams:
 @dataclass(frozen=True)
 class EvaluateParams:
     # Empty downloads and caches the standard FID Inception weights; a path uses that file.
+    # Unavailable weights are an error: FID, KID and IS are never skipped silently;
+    # "skip" leaves them out on purpose (null in metrics/gan.json, with the reason).
     inception_weights: str = ""
-    # Empty downloads the standard LPIPS backbone; a path uses that file; unloadable gives null.
+    # Empty downloads the LPIPS weights; a path is a torch hub folder holding them.
+    # Unavailable weights make the LPIPS metric null, with the reason.
     lpips_weights: str = ""
     batch_size: int = field(default=200, metadata=_range(1))
     lpips_pairs: int = field(default=1000, metadata=_range(1))
+    seed: int = 0  # draws the LPIPS pairs, the KID subsets and the Inception Score splits
 
 
 @dataclass(frozen=True)
@@ -212,6 +217,9 @@ def _check_consistency(p: Params) -> None:
                         f"(one width and depth per stage), got {c.widths} and {c.depths}")
     if any(w < 1 for w in c.widths) or any(d < 1 for d in c.depths):
         raise UserError("classifier.widths and classifier.depths: every entry must be >= 1")
+    if c.widths != sorted(c.widths):
+        raise UserError(f"classifier.widths: {c.widths} narrows between stages; give widths "
+                        f"that never decrease, e.g. {sorted(c.widths)}")
     if c.steps > p.budget.classifier_steps:
         raise UserError(f"classifier.steps: {c.steps} exceeds budget.classifier_steps "
                         f"({p.budget.classifier_steps}); lower classifier.steps")

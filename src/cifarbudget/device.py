@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import random
 
 import numpy as np
 import torch
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
 
 
 def pick_device() -> torch.device:
@@ -35,7 +38,25 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
+    # Deterministic mode would also fill every new tensor with NaN (a debugging aid that
+    # changes no result) and costs 15-40% of a CPU training step.
+    torch.utils.deterministic.fill_uninitialized_memory = False
     torch.backends.cudnn.benchmark = False
+
+
+def keep_freed_memory() -> None:
+    """Let glibc reuse freed blocks of up to 32 MiB instead of returning them to the OS.
+
+    A training step frees and reallocates the same large activations every time; by
+    default each comes back as fresh pages, and their page faults cost ~10% of a CPU
+    step. A no-op where the C library is not glibc.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    libc.mallopt(M_MMAP_THRESHOLD, 32 * 2**20)  # glibc's largest allowed threshold
+    libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1)
 
 
 def stateless_generator(*keys: int, device: torch.device | str = "cpu") -> torch.Generator:

@@ -7,3 +7,9 @@ class UserError(Exception):
     Stage scripts print its message on one line and exit non-zero; the message
     should name the problem and the fix.
     """
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type if it has none), for a one-line error."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -17,8 +17,10 @@ def fingerprint(config: dict) -> str:
 
 
 def save_checkpoint(path: str | Path, state: dict) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        # Through a file object torch names the archive inside "archive", not after the
+        # random temporary file: equal states give byte-identical files.
+        torch.save(state, f)
 
 
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:

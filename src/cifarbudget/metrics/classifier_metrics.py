@@ -1,0 +1,59 @@
+"""GAN metrics measured with the project's own classifier: no download needed.
+
+- accuracy on generated images w.r.t. the labels they were conditioned on, beside the
+  accuracy on real test images (the ceiling the classifier allows);
+- the Fréchet distance between generated and real images in the classifier's feature space;
+- intra-class diversity: the mean Euclidean distance between two features of the same class,
+  averaged over classes; a collapsed class scores near zero.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cifarbudget.config import Params
+from cifarbudget.metrics.fid import feature_frechet_distance
+from cifarbudget.models.classifier import classifier_features
+
+CLASSIFIER_DIR = Path("models/classifier")
+
+
+def reference_classifier_path(params: Params) -> Path:
+    """The classifier that judges the GAN: the one trained with the first seed."""
+    return CLASSIFIER_DIR / f"seed_{params.classifier.seeds[0]}.pt"
+
+
+def accuracy(logits: torch.Tensor, labels: np.ndarray | torch.Tensor) -> float:
+    return (logits.argmax(1) == torch.as_tensor(labels)).float().mean().item()
+
+
+def intra_class_diversity(features: torch.Tensor, labels: np.ndarray | torch.Tensor) -> float:
+    """Mean pairwise Euclidean feature distance within each class (distinct pairs), averaged
+    over the classes with at least two images."""
+    labels = torch.as_tensor(labels)
+    per_class = []
+    for label in labels.unique():
+        members = features[labels == label].double()
+        n = len(members)
+        if n < 2:
+            continue
+        # The diagonal is zero, so the sum over all ordered pairs counts each distinct pair twice.
+        per_class.append((torch.cdist(members, members).sum() / (n * (n - 1))).item())
+    return float(np.mean(per_class))
+
+
+def classifier_metrics(model: torch.nn.Module, mean, std, generated: np.ndarray,
+                       generated_labels: np.ndarray, real: np.ndarray, real_labels: np.ndarray,
+                       device: torch.device, batch_size: int) -> dict:
+    """Accuracy, Fréchet distance and diversity of generated vs real images, by the classifier."""
+    gen_features, gen_logits = classifier_features(model, generated, mean, std, device, batch_size)
+    real_features, real_logits = classifier_features(model, real, mean, std, device, batch_size)
+    return {
+        "classifier_accuracy_generated": accuracy(gen_logits, generated_labels),
+        "classifier_accuracy_real": accuracy(real_logits, real_labels),
+        "classifier_fid": feature_frechet_distance(gen_features, real_features),
+        "diversity": {"generated": intra_class_diversity(gen_features, generated_labels),
+                      "real": intra_class_diversity(real_features, real_labels)},
+    }

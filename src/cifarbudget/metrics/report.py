@@ -1,0 +1,89 @@
+"""metrics/gan.json: the GAN's size and updates, and every quality metric of its samples."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cifarbudget.config import EvaluateParams
+from cifarbudget.data.prepared import PreparedData
+from cifarbudget.errors import UserError
+from cifarbudget.metrics.classifier_metrics import classifier_metrics
+from cifarbudget.metrics.fid import SKIP, inception_features, inception_metrics
+from cifarbudget.metrics.lpips import lpips_metric
+from cifarbudget.models.sngan import Discriminator, Generator
+from cifarbudget.training.budget import count_trainable
+from cifarbudget.training.checkpoint import load_checkpoint
+
+
+def gan_model_summary(path: str | Path) -> dict:
+    """Trainable parameters of G and D and their optimizer updates, as saved by `train_gan`."""
+    state = load_checkpoint(path)
+    config = state["config"]
+    generator = Generator(config["z_dim"], config["num_classes"], config["generator_width"])
+    discriminator = Discriminator(config["num_classes"], config["discriminator_width"])
+    # Loading checks that the saved tensors match the architecture being counted.
+    generator.load_state_dict(state["generator"])
+    discriminator.load_state_dict(state["discriminator"])
+    counts = {"generator": count_trainable(generator),
+              "discriminator": count_trainable(discriminator)}
+    return {"params": {**counts, "total": sum(counts.values())},
+            "updates": dict(state["updates"])}
+
+
+def check_samples(images: np.ndarray, labels: np.ndarray, data: PreparedData) -> None:
+    """The samples must be images of the prepared data's shape, labelled with its classes."""
+    fix = "rerun `dvc repro sample`"
+    if images.dtype != np.uint8 or images.shape[1:] != data.test_images.shape[1:]:
+        raise UserError(f"data/samples/images.npy: expected uint8 images of shape "
+                        f"(N, {', '.join(map(str, data.test_images.shape[1:]))}), got "
+                        f"{images.dtype} {images.shape}; {fix}")
+    if len(labels) != len(images) or labels.min() < 0 or labels.max() >= data.num_classes:
+        raise UserError(f"data/samples/labels.npy: expected {len(images)} labels in "
+                        f"[0, {data.num_classes}); {fix}")
+
+
+def evaluate_gan(params: EvaluateParams, images: np.ndarray, labels: np.ndarray,
+                 data: PreparedData, inception: torch.nn.Module | None,
+                 classifier: torch.nn.Module, mean, std, device: torch.device) -> dict:
+    """Inception, classifier and LPIPS metrics of the generated `images` vs the test set.
+
+    Without an Inception network (the user set evaluate.inception_weights to "skip"),
+    FID, KID and IS are null and `inception_skipped` says why.
+    """
+    check_samples(images, labels, data)
+    if inception is None:
+        inception_part = {"fid": None, "kid": None, "inception_score": None,
+                          "inception_skipped": f"evaluate.inception_weights is {SKIP!r}",
+                          "generated_count": len(images), "reference_count": len(data.test_images)}
+    else:
+        generated = inception_features(inception, images, params.batch_size, device,
+                                       "inception: generated")
+        reference = inception_features(inception, data.test_images, params.batch_size, device,
+                                       "inception: test set")
+        # The counts are of features actually extracted: no image dropped or repeated.
+        inception_part = {**inception_metrics(generated, reference, params.seed),
+                          "generated_count": len(generated), "reference_count": len(reference)}
+    return {
+        **inception_part,
+        **classifier_metrics(classifier, mean, std, images, labels, data.test_images,
+                             data.test_labels, device, params.batch_size),
+        **lpips_metric(params.lpips_weights, images, params.lpips_pairs, params.seed,
+                       params.batch_size, device),
+    }
+
+
+def summary_line(metrics: dict) -> str:
+    """The headline numbers of metrics/gan.json, on one line."""
+    lpips = (f"{metrics['lpips']:.4f}" if metrics["lpips"] is not None
+             else f"null ({metrics['lpips_error']})")
+    inception = (f"FID {metrics['fid']:.2f}, KID {metrics['kid']['mean']:.4f}, "
+                 f"IS {metrics['inception_score']['mean']:.2f}" if metrics["fid"] is not None
+                 else f"FID/KID/IS skipped ({metrics['inception_skipped']})")
+    return (f"{inception}, classifier FID {metrics['classifier_fid']:.2f}, "
+            f"classifier accuracy on samples "
+            f"{metrics['classifier_accuracy_generated']:.3f} "
+            f"(on real images {metrics['classifier_accuracy_real']:.3f}), LPIPS {lpips}; "
+            f"{metrics['generated_count']:,} generated vs "
+            f"{metrics['reference_count']:,} test images")

@@ -1,0 +1,141 @@
+"""The classifier: a ResNet built from depthwise-separable convolutions.
+
+A separable convolution (3x3 depthwise, then 1x1 pointwise) costs about 9 + C
+parameters per output channel instead of 9C, so a network under a 100k budget
+can still be wide and deep enough for CIFAR. Inputs are normalized float NCHW
+images, ``(pixels / 255 - mean) / std``; `normalize` does that for uint8 batches.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from cifarbudget.device import autocast
+from cifarbudget.training.checkpoint import load_checkpoint
+
+
+class SeparableConv(nn.Sequential):
+    """3x3 depthwise, 1x1 pointwise, batch norm.
+
+    No norm or activation between the two convolutions: their composition is one
+    linear map, and one batch norm after it halves the memory-bound passes.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__(
+            nn.Conv2d(in_channels, in_channels, 3, padding=1, groups=in_channels, bias=False),
+            nn.Conv2d(in_channels, out_channels, 1, bias=False),
+            nn.BatchNorm2d(out_channels),
+        )
+
+
+class ResidualBlock(nn.Module):
+    """Two separable convolutions with an identity shortcut.
+
+    A block that halves the resolution average-pools its input first, for both the
+    branch and the shortcut: a strided depthwise convolution's backward pass is many
+    times slower on the CPU. A block that widens pads the shortcut with zero channels,
+    so the parameter budget goes to convolutions.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, downsample: bool):
+        super().__init__()
+        if out_channels < in_channels:
+            raise ValueError(f"a stage may not narrow the network "
+                             f"({in_channels} -> {out_channels} channels)")
+        self.pool = nn.AvgPool2d(2) if downsample else nn.Identity()
+        self.conv1 = SeparableConv(in_channels, out_channels)
+        self.conv2 = SeparableConv(out_channels, out_channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.extra_channels = out_channels - in_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(x)
+        out = self.conv2(self.relu(self.conv1(x)))
+        if self.extra_channels:
+            x = nn.functional.pad(x, (0, 0, 0, 0, 0, self.extra_channels))
+        return self.relu(out + x)
+
+
+class SeparableResNet(nn.Module):
+    """Stem convolution, stages of residual blocks (each after the first halves the
+    resolution), global average pooling, linear classifier."""
+
+    def __init__(self, widths: list[int], depths: list[int], num_classes: int):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, widths[0], 3, padding=1, bias=False),
+                                  nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True))
+        blocks = []
+        in_channels = widths[0]
+        for stage, (width, depth) in enumerate(zip(widths, depths)):
+            for index in range(depth):
+                downsample = stage > 0 and index == 0
+                blocks.append(ResidualBlock(in_channels, width, downsample))
+                in_channels = width
+        self.blocks = nn.Sequential(*blocks)
+        self.head = nn.Linear(in_channels, num_classes)
+        self.feature_dim = in_channels
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        # The last norm of each residual branch starts at zero: every block begins as the
+        # identity, which lets a deep network train at a high learning rate from step one.
+        for block in self.blocks:
+            nn.init.zeros_(block.conv2[-1].weight)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled penultimate features, (B, F)."""
+        return self.blocks(self.stem(x)).mean((2, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def build_classifier(widths: list[int], depths: list[int], num_classes: int) -> SeparableResNet:
+    return SeparableResNet(list(widths), list(depths), num_classes)
+
+
+def normalize(images: torch.Tensor, mean, std) -> torch.Tensor:
+    """uint8 (or float pixel-valued) NCHW batch -> float32 ((pixels / 255 - mean) / std)."""
+    mean = torch.as_tensor(mean, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
+    std = torch.as_tensor(std, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
+    # One multiply-add per pixel: x * (1 / (255 std)) - mean / std.
+    return torch.addcmul(-mean / std, images.float(), 1.0 / (255.0 * std))
+
+
+def model_file_state(model: SeparableResNet, widths, depths, mean, std, classes) -> dict:
+    """What models/classifier/seed_<seed>.pt holds: tensors and plain types only."""
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    return {"state_dict": state, "widths": list(widths), "depths": list(depths),
+            "num_classes": len(classes), "mean": [float(m) for m in mean],
+            "std": [float(s) for s in std], "classes": list(classes)}
+
+
+def load_classifier(path: str | Path, device: torch.device | str = "cpu"):
+    """Read a saved classifier -> (model in eval mode on `device`, mean, std)."""
+    saved = load_checkpoint(path)
+    model = build_classifier(saved["widths"], saved["depths"], saved["num_classes"])
+    model.load_state_dict(saved["state_dict"])
+    return model.to(device).eval(), saved["mean"], saved["std"]
+
+
+@torch.no_grad()
+def classifier_features(model: nn.Module, images: np.ndarray | torch.Tensor, mean, std,
+                        device: torch.device | str, batch_size: int = 500,
+                        bf16: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Classify uint8 (N, H, W, C) images in batches -> (features (N, F), logits (N, K)),
+    float32 on the CPU. The model is used as given (call .eval() first)."""
+    device = torch.device(device)
+    images = torch.as_tensor(images)
+    features, logits = [], []
+    for start in range(0, len(images), batch_size):
+        batch = images[start:start + batch_size].to(device).permute(0, 3, 1, 2)
+        with autocast(device, bf16):
+            feats = model.features(normalize(batch, mean, std))
+            out = model.head(feats)
+        features.append(feats.float().cpu())
+        logits.append(out.float().cpu())
+    return torch.cat(features), torch.cat(logits)

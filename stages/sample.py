@@ -1,0 +1,75 @@
+"""Stage `sample`: draw the evaluation set from the EMA generator, and the sample figures."""
+from pathlib import Path
+
+from cifarbudget.config import load_params
+from cifarbudget.data.prepared import load_prepared
+from cifarbudget.device import pick_device
+from cifarbudget.errors import UserError
+from cifarbudget.metrics.classifier_metrics import reference_classifier_path
+from cifarbudget.models.classifier import classifier_features, load_classifier
+from cifarbudget.models.sngan import load_generator
+from cifarbudget.plots.samples import (save_interpolations, save_nearest_neighbours,
+                                       save_real_vs_generated, save_sample_grid)
+from cifarbudget.sampling import (SAMPLES_DIR, balanced_labels, comparison_classes,
+                                  comparison_draws, evaluation_draws, generate, grid_draws,
+                                  interpolation_draws, nearest_neighbours, real_examples,
+                                  save_samples)
+from cifarbudget.stage import run_stage
+
+GAN_MODEL = Path("models/gan/gan.pt")
+PLOTS = Path("plots/gan")
+GRID_SIDE = 8                                      # samples.png: 8 x 8
+INTERPOLATION_PAIRS, INTERPOLATION_STEPS = 8, 10   # interpolations.png: a row per pair
+COMPARISON_ROWS, COMPARISON_PER_SIDE = 8, 5        # real_vs_generated.png: a row per class
+NEIGHBOUR_QUERIES, NEIGHBOURS = 8, 5               # nearest_neighbours.png: a row per sample
+
+
+def main() -> None:
+    params = load_params()
+    s = params.sample
+    device = pick_device()
+    data = load_prepared()
+    generator, info = load_generator(GAN_MODEL, device)
+    if info["classes"] != data.classes:
+        raise UserError(f"{GAN_MODEL}: trained on other classes than data/prepared holds; "
+                        f"rerun `dvc repro train_gan`")
+    balanced_labels(s.count, data.num_classes)  # a bad count fails before any output is written
+    classifier, mean, std = load_classifier(reference_classifier_path(params), device)
+    k, z_dim = data.num_classes, info["z_dim"]
+
+    def draw(draws, desc):
+        return generate(generator, draws, s.batch_size, device, desc)
+
+    grid = grid_draws(GRID_SIDE * GRID_SIDE, k, z_dim, s.seed)
+    save_sample_grid(draw(grid, "samples.png"), grid.classes.numpy(), data.classes, GRID_SIDE,
+                     PLOTS / "samples.png", PLOTS / "samples.txt", s.seed)
+
+    path, ends = interpolation_draws(INTERPOLATION_PAIRS, INTERPOLATION_STEPS, k, z_dim, s.seed)
+    save_interpolations(draw(path, "interpolations.png"), ends.numpy(), data.classes,
+                        PLOTS / "interpolations.png")
+
+    rows = comparison_classes(k, COMPARISON_ROWS, s.seed)
+    real = real_examples(data.test_images, data.test_labels, rows, COMPARISON_PER_SIDE, s.seed)
+    fake = draw(comparison_draws(rows, COMPARISON_PER_SIDE, z_dim, s.seed), "real_vs_generated.png")
+    save_real_vs_generated(real, fake, rows, data.classes, PLOTS / "real_vs_generated.png")
+
+    evaluation = evaluation_draws(s.count, k, z_dim, s.seed)
+    images, labels = draw(evaluation, str(SAMPLES_DIR)), evaluation.classes.numpy()
+
+    # The first draws of the (shuffled) evaluation set, so the queries are not hand-picked.
+    queries = images[:NEIGHBOUR_QUERIES]
+    query_features, _ = classifier_features(classifier, queries, mean, std, device, s.batch_size)
+    bank, _ = classifier_features(classifier, data.train_images, mean, std, device, s.batch_size)
+    index, similarity = nearest_neighbours(query_features, bank, NEIGHBOURS)
+    index = index.flatten().numpy()
+    save_nearest_neighbours(queries, labels[:NEIGHBOUR_QUERIES], data.train_images[index],
+                            data.train_labels[index], similarity.numpy(), data.classes,
+                            PLOTS / "nearest_neighbours.png")
+
+    save_samples(images, labels)
+    print(f"{SAMPLES_DIR}: {len(images):,} images, {len(images) // k:,} per class, "
+          f"from sample.seed={s.seed}; figures in {PLOTS}/")
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,48 @@
+"""Stage train_classifier: train one depthwise-separable ResNet per seed within the budgets.
+
+Writes models/classifier/seed_<seed>.pt, plots/classifier/{history.csv, curves.png,
+seeds/seed_<seed>.csv} and metrics/classifier.json; checkpoints/classifier/ lets an
+interrupted run continue where it stopped.
+"""
+from pathlib import Path
+
+from cifarbudget.config import load_params
+from cifarbudget.data.prepared import load_prepared
+from cifarbudget.device import pick_device
+from cifarbudget.io import atomic_dir, write_csv, write_json
+from cifarbudget.plots.classifier import plot_training_curves
+from cifarbudget.stage import run_stage
+from cifarbudget.training.checkpoint import save_checkpoint
+from cifarbudget.training.classifier import mean_history, summarize, train_seed
+
+CHECKPOINTS = Path("checkpoints/classifier")
+MODELS = Path("models/classifier")
+PLOTS = Path("plots/classifier")
+
+
+def main() -> None:
+    params = load_params()
+    data = load_prepared()
+    device = pick_device()
+    results = [train_seed(seed, data, params, device, CHECKPOINTS / f"seed_{seed}.pt")
+               for seed in params.classifier.seeds]
+
+    with atomic_dir(MODELS) as folder:
+        for result in results:
+            save_checkpoint(folder / f"seed_{result.seed}.pt", result.model_file)
+    with atomic_dir(PLOTS / "seeds") as folder:
+        for result in results:
+            write_csv(folder / f"seed_{result.seed}.csv", result.history)
+    histories = [result.history for result in results]
+    write_csv(PLOTS / "history.csv", mean_history(histories))
+    plot_training_curves(histories, PLOTS / "curves.png",
+                         f"Classifier on {data.name}: {results[0].trainable_params:,} parameters, "
+                         f"{results[0].steps:,} steps of {params.classifier.batch_size}")
+    metrics = summarize(results, params, device)
+    write_json("metrics/classifier.json", metrics)
+    print(f"test accuracy {metrics['test_acc']['mean']:.4f} ± {metrics['test_acc']['std']:.4f} "
+          f"over {len(results)} seed(s)")
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,46 @@
+"""Classifier-based GAN metrics: accuracy, Fréchet distance in feature space, diversity."""
+import numpy as np
+import pytest
+import torch
+
+from cifarbudget.data.prepared import load_prepared
+from cifarbudget.metrics.classifier_metrics import (accuracy, classifier_metrics,
+                                                    intra_class_diversity)
+from cifarbudget.models.classifier import build_classifier
+
+
+def test_accuracy_counts_the_matching_argmax():
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [3.0, 1.0], [0.0, 5.0]])
+    assert accuracy(logits, np.array([0, 1, 1, 0])) == 0.5
+
+
+def test_intra_class_diversity_is_the_mean_distance_within_classes_averaged_over_classes():
+    features = torch.tensor([[0.0, 0.0], [3.0, 4.0],               # class 0: one pair, 5 apart
+                             [0.0, 0.0], [1.0, 0.0], [0.0, 1.0],   # class 1: 1, 1 and sqrt(2)
+                             [9.0, 9.0]])                          # class 2: alone, no pair
+    labels = np.array([0, 0, 1, 1, 1, 2])
+    expected = (5.0 + (2 + np.sqrt(2)) / 3) / 2
+    assert intra_class_diversity(features, labels) == pytest.approx(expected)
+
+
+def test_a_collapsed_class_has_zero_diversity():
+    features = torch.ones(4, 3)
+    assert intra_class_diversity(features, np.zeros(4)) == 0.0
+
+
+def test_classifier_metrics_of_the_real_set_against_itself(prepared_dir):
+    data = load_prepared(prepared_dir)
+    torch.manual_seed(0)
+    model = build_classifier([8, 16], [1, 1], data.num_classes).eval()
+    metrics = classifier_metrics(model, data.mean, data.std, data.test_images, data.test_labels,
+                                 data.test_images, data.test_labels, torch.device("cpu"),
+                                 batch_size=24)  # does not divide the 64 images
+    assert metrics["classifier_accuracy_generated"] == metrics["classifier_accuracy_real"]
+    assert metrics["classifier_fid"] == pytest.approx(0, abs=1e-6)
+    assert metrics["diversity"]["generated"] == metrics["diversity"]["real"] > 0
+    shuffled = np.random.default_rng(0).permutation(data.test_labels)
+    wrong = classifier_metrics(model, data.mean, data.std, data.test_images, shuffled,
+                               data.test_images, data.test_labels, torch.device("cpu"), 64)
+    # Labels that do not match the images change the accuracy on them, not on the real set.
+    assert wrong["classifier_accuracy_real"] == metrics["classifier_accuracy_real"]
+    assert wrong["diversity"]["generated"] != metrics["diversity"]["generated"]

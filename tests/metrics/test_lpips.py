@@ -1,0 +1,96 @@
+"""LPIPS diversity: random distinct pairs, and null with the reason when weights are missing."""
+import urllib.error
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from torch_fidelity import sample_similarity_lpips
+from torchvision.models import vgg
+
+from cifarbudget.metrics.lpips import WEIGHT_FILES, lpips_diversity, lpips_metric, random_pairs
+
+CPU = torch.device("cpu")
+IMAGES = np.random.default_rng(0).integers(0, 256, (12, 32, 32, 3)).astype(np.uint8)
+
+
+def test_random_pairs_are_of_two_different_images_and_reproducible():
+    pairs = random_pairs(count=5, pairs=400, seed=3)
+    assert pairs.shape == (400, 2)
+    assert (pairs[:, 0] != pairs[:, 1]).all()
+    assert pairs.min() >= 0 and pairs.max() < 5
+    assert len({tuple(p) for p in pairs.tolist()}) == 20  # every ordered pair of 5 shows up
+    assert torch.equal(pairs, random_pairs(count=5, pairs=400, seed=3))
+    assert not torch.equal(pairs, random_pairs(count=5, pairs=400, seed=4))
+
+
+class MeanAbsoluteDifference(torch.nn.Module):
+    """A stand-in for LPIPS with the same interface: two uint8 NCHW batches -> (B,)."""
+
+    def __init__(self):
+        super().__init__()
+        self.batch_sizes = []
+
+    def forward(self, a, b):
+        self.batch_sizes.append(len(a))
+        return (a.float() - b.float()).abs().mean((1, 2, 3))
+
+
+def test_lpips_diversity_averages_the_distance_over_all_pairs():
+    net = MeanAbsoluteDifference()
+    value = lpips_diversity(net, IMAGES, pairs=25, seed=0, batch_size=10, device=CPU)
+    assert net.batch_sizes == [10, 10, 5]  # every pair exactly once
+    index = random_pairs(len(IMAGES), 25, seed=0).numpy()
+    expected = np.abs(IMAGES[index[:, 0]].astype(float) - IMAGES[index[:, 1]]).mean()
+    assert value == pytest.approx(expected, rel=1e-5)
+
+
+def test_failed_download_gives_null_with_the_reason(monkeypatch, tmp_path):
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr(sample_similarity_lpips, "load_state_dict_from_url", offline)
+    previous = torch.hub.get_dir()
+    torch.hub.set_dir(str(tmp_path))  # an empty cache, so no earlier download is found
+    try:
+        result = lpips_metric("", IMAGES, pairs=4, seed=0, batch_size=4, device=CPU)
+    finally:
+        torch.hub.set_dir(previous)
+    assert result["lpips"] is None
+    assert "Name or service not known" in result["lpips_error"]
+    assert "evaluate.lpips_weights" in result["lpips_error"]
+
+
+def test_a_folder_without_the_weights_gives_null_naming_the_missing_file(tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / WEIGHT_FILES[0]).write_bytes(b"")
+    result = lpips_metric(str(tmp_path), IMAGES, pairs=4, seed=0, batch_size=4, device=CPU)
+    assert result["lpips"] is None
+    assert WEIGHT_FILES[1] in result["lpips_error"] and "not found" in result["lpips_error"]
+
+
+def test_an_unreadable_weights_file_gives_null_naming_it(tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    for name in WEIGHT_FILES:
+        (tmp_path / "checkpoints" / name).write_bytes(b"garbage")
+    result = lpips_metric(str(tmp_path), IMAGES, pairs=4, seed=0, batch_size=4, device=CPU)
+    assert result["lpips"] is None
+    assert WEIGHT_FILES[0] in result["lpips_error"] and "not a readable" in result["lpips_error"]
+
+
+def test_with_loadable_weights_lpips_is_zero_for_identical_images_only(monkeypatch, tmp_path):
+    # Random weights in place of the two downloads: the real LPIPS-VGG16 network, offline.
+    def random_heads(*args, **kwargs):
+        gen = torch.Generator().manual_seed(0)
+        return {f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1, generator=gen)
+                for i, c in enumerate((64, 128, 256, 512, 512))}
+
+    monkeypatch.setattr(sample_similarity_lpips, "load_state_dict_from_url", random_heads)
+    # VGG16's convolutional part only (LPIPS uses no more): its classifier is 120M weights.
+    vgg16_convolutions = SimpleNamespace(features=vgg.make_layers(vgg.cfgs["D"]))
+    monkeypatch.setattr(sample_similarity_lpips, "torchvision_load_pretrained_vgg16",
+                        lambda **kwargs: vgg16_convolutions)
+    twins = np.concatenate([IMAGES[:1]] * 4)
+    assert lpips_metric("", twins, pairs=6, seed=0, batch_size=4, device=CPU) == {"lpips": 0.0}
+    different = lpips_metric("", IMAGES, pairs=6, seed=0, batch_size=4, device=CPU)["lpips"]
+    assert different > 0

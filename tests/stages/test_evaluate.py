@@ -1,0 +1,86 @@
+"""The evaluate stage script: one-line errors that leave earlier outputs intact.
+
+The whole stage, with random Inception weights, runs in tests/stages/test_pipeline_e2e.py.
+"""
+import json
+import shutil
+import sys
+
+import numpy as np
+import pytest
+
+from cifarbudget.sampling import balanced_labels, save_samples
+from tests.conftest import (REPO, TINY_PARAMS, run, set_params, write_prepared,
+                            write_untrained_models)
+from tests.stages.test_prepare_e2e import error_line, snapshot
+
+
+def run_evaluate(cwd):
+    return run([sys.executable, str(REPO / "stages" / "evaluate.py")], cwd, check=False,
+               timeout=600)
+
+
+@pytest.fixture
+def workdir(tmp_path, random_inception_weights):
+    """A folder holding every input of `evaluate`, and an earlier metrics file."""
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    set_params(tmp_path, {**TINY_PARAMS,
+                          "evaluate.inception_weights": str(random_inception_weights)})
+    data = write_prepared(tmp_path / "data" / "prepared")
+    write_untrained_models(tmp_path)
+    labels = balanced_labels(8, 4)
+    save_samples(np.load(data / "test_images.npy")[:8], labels, tmp_path / "data" / "samples")
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics" / "gan.json").write_text('{"fid": "earlier"}\n')
+    return tmp_path
+
+
+def missing_weights_file(workdir):
+    set_params(workdir, {"evaluate.inception_weights": str(workdir / "nowhere.pth")})
+
+
+def corrupt_weights_file(workdir):
+    (workdir / "corrupt.pth").write_bytes(b"\x00" * 100)
+    set_params(workdir, {"evaluate.inception_weights": str(workdir / "corrupt.pth")})
+
+
+def no_samples(workdir):
+    shutil.rmtree(workdir / "data" / "samples")
+
+
+def no_generator(workdir):
+    shutil.rmtree(workdir / "models" / "gan")
+
+
+def no_classifier(workdir):
+    shutil.rmtree(workdir / "models" / "classifier")
+
+
+@pytest.mark.parametrize("break_input, message", [
+    (missing_weights_file, "evaluate.inception_weights: {workdir}/nowhere.pth not found; give the "
+                           "FID Inception weights"),
+    (corrupt_weights_file, "evaluate.inception_weights: {workdir}/corrupt.pth is not a readable "
+                           "weights file"),
+    (no_samples, "data/samples/images.npy: missing; run `dvc repro sample` first"),
+    (no_generator, "models/gan/gan.pt: not found; run the stage that produces it first"),
+    (no_classifier, "models/classifier/seed_0.pt: not found; run the stage that produces it"),
+])
+def test_bad_input_fails_cleanly_and_keeps_earlier_outputs(workdir, break_input, message):
+    break_input(workdir)
+    before = snapshot(workdir)
+    line = error_line(run_evaluate(workdir))
+    assert message.format(workdir=workdir) in line
+    assert snapshot(workdir) == before
+
+
+def test_skip_leaves_inception_metrics_out_with_the_reason_and_keeps_the_rest(workdir):
+    set_params(workdir, {"evaluate.inception_weights": "skip"})
+    proc = run_evaluate(workdir)
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.loads((workdir / "metrics" / "gan.json").read_text())
+    assert metrics["fid"] is None and metrics["kid"] is None and metrics["inception_score"] is None
+    assert metrics["inception_skipped"] == "evaluate.inception_weights is 'skip'"
+    assert metrics["generated_count"] == 8 and metrics["reference_count"] == 64
+    assert 0.0 <= metrics["classifier_accuracy_generated"] <= 1.0
+    assert metrics["classifier_fid"] >= 0.0
+    assert "FID/KID/IS skipped" in proc.stdout

@@ -1,0 +1,52 @@
+"""`dvc repro` of the whole pipeline, offline, from a synthetic archive, then its plots render."""
+import json
+
+import numpy as np
+import pytest
+
+from tests.conftest import TINY_PARAMS, build_archive, run, set_params
+
+STAGES = ("download", "prepare", "train_classifier", "train_gan", "sample", "evaluate")
+FIGURES = ("samples.png", "interpolations.png", "real_vs_generated.png", "nearest_neighbours.png")
+METRIC_KEYS = ["params", "updates", "fid", "kid", "inception_score",
+               "classifier_accuracy_generated", "classifier_accuracy_real", "classifier_fid",
+               "diversity", "lpips", "lpips_error", "generated_count", "reference_count"]
+# Few images for the Inception network, which takes about a second per image on a CPU.
+SAMPLE_COUNT, TEST_COUNT = 12, 20
+
+
+@pytest.mark.slow
+def test_dvc_repro_runs_the_whole_pipeline_offline(repo_copy, tmp_path, random_inception_weights):
+    archive = tmp_path / "mine.tar.gz"
+    md5 = build_archive(archive, n_test=TEST_COUNT)
+    (tmp_path / "no-lpips").mkdir()  # LPIPS unavailable, whether or not there is a network
+    set_params(repo_copy, {**TINY_PARAMS, "data.source": str(archive), "data.md5": md5,
+                           "sample.count": SAMPLE_COUNT,
+                           "evaluate.inception_weights": str(random_inception_weights),
+                           "evaluate.lpips_weights": str(tmp_path / "no-lpips")})
+    out = run(["dvc", "repro"], repo_copy, timeout=1800)
+    for stage in STAGES:
+        assert f"Running stage '{stage}'" in out.stdout
+
+    labels = np.load(repo_copy / "data/samples/labels.npy")
+    assert np.bincount(labels).tolist() == [SAMPLE_COUNT // 4] * 4
+    for name in FIGURES:
+        assert (repo_copy / "plots/gan" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    metrics = json.loads((repo_copy / "metrics/gan.json").read_text())
+    assert list(metrics) == METRIC_KEYS
+    assert metrics["generated_count"] == SAMPLE_COUNT and metrics["reference_count"] == TEST_COUNT
+    sizes = metrics["params"]
+    assert sizes["total"] == sizes["generator"] + sizes["discriminator"] > 0
+    assert metrics["updates"] == {"generator": TINY_PARAMS["gan.steps"],
+                                  "discriminator": TINY_PARAMS["gan.steps"]}
+    assert metrics["fid"] > 0 and metrics["classifier_fid"] > 0
+    assert 0 <= metrics["classifier_accuracy_generated"] <= 1
+    assert metrics["lpips"] is None and "evaluate.lpips_weights" in metrics["lpips_error"]
+
+    assert "up to date" in run(["dvc", "status"], repo_copy).stdout
+    assert "classifier_fid" in run(["dvc", "metrics", "show"], repo_copy).stdout
+    run(["dvc", "plots", "diff", "--out", str(tmp_path / "rendered")], repo_copy)
+    page = (tmp_path / "rendered" / "index.html").read_text()
+    assert "GAN losses" in page
+    for name in FIGURES:
+        assert name in page

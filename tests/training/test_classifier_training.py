@@ -1,0 +1,196 @@
+"""Training the classifier: budgets, schedule, shuffling, resume, history and metrics."""
+import dataclasses
+
+import pytest
+import torch
+
+import cifarbudget.training.classifier as training
+from cifarbudget.config import BudgetParams, ClassifierParams, Params
+from cifarbudget.data.prepared import load_prepared
+from cifarbudget.errors import UserError
+from cifarbudget.training.budget import BudgetExceeded, UpdateCap
+from cifarbudget.training.checkpoint import load_checkpoint
+from cifarbudget.training.classifier import (HISTORY_COLUMNS, EpochShuffler, SeedTrainer,
+                                             learning_rate, mean_history, sgd, summarize,
+                                             train_seed)
+
+CPU = torch.device("cpu")
+
+
+def tiny_params(budget_steps: int = 10_000, budget_params: int = 100_000, **classifier) -> Params:
+    """A tiny run; built without load_params so tests can also bypass its checks."""
+    settings = dict(seeds=[0], widths=[8, 16], depths=[1, 1], steps=12, batch_size=32,
+                    warmup_steps=2, eval_every=4, checkpoint_every=4) | classifier
+    return Params(budget=BudgetParams(classifier_params=budget_params,
+                                      classifier_steps=budget_steps),
+                  classifier=ClassifierParams(**settings))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny steps on a shared CPU run faster without waiting on a second thread."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def data(prepared_dir):
+    return load_prepared(prepared_dir)
+
+
+@pytest.fixture
+def update_counter(monkeypatch):
+    """Counts optimizer updates actually performed by train_seed."""
+    performed = []
+
+    class CountingCap(UpdateCap):
+        def step(self):
+            super().step()
+            performed.append(self.updates)
+
+    monkeypatch.setattr(training, "UpdateCap", CountingCap)
+    return performed
+
+
+def weights(result) -> dict:
+    return result.model_file["state_dict"]
+
+
+def test_learning_rate_warms_up_linearly_then_decays_to_zero():
+    rates = [learning_rate(s, peak=0.4, warmup_steps=10, total_steps=110) for s in range(110)]
+    assert rates[0] == pytest.approx(0.04) and rates[9] == pytest.approx(0.4)
+    assert all(a >= b for a, b in zip(rates[10:], rates[11:]))
+    assert rates[-1] < 1e-3
+
+
+def test_weight_decay_spares_batch_norm_and_biases():
+    model = training.build_classifier([8, 16], [1, 1], num_classes=3)
+    decayed, spared = sgd(model, 0.1, 0.9, True, 5e-4).param_groups
+    assert decayed["weight_decay"] == 5e-4 and spared["weight_decay"] == 0
+    assert all(p.ndim > 1 for p in decayed["params"]) and all(p.ndim == 1 for p in spared["params"])
+    assert len(decayed["params"]) + len(spared["params"]) == len(list(model.parameters()))
+
+
+def test_each_epoch_is_a_fresh_permutation_that_a_restart_redraws_identically():
+    shuffler = EpochShuffler(seed=3, count=100, batch_size=30)  # 3 full batches per epoch
+    epoch0 = torch.cat([shuffler.indices(s) for s in range(3)])
+    epoch1 = torch.cat([shuffler.indices(s) for s in range(3, 6)])
+    assert len(set(epoch0.tolist())) == 90 and len(set(epoch1.tolist())) == 90
+    assert not torch.equal(epoch0, epoch1)
+    restarted = EpochShuffler(seed=3, count=100, batch_size=30)
+    assert torch.equal(restarted.indices(4), shuffler.indices(4))
+    assert not torch.equal(EpochShuffler(seed=4, count=100, batch_size=30).indices(4),
+                           shuffler.indices(4))
+
+
+def test_batch_larger_than_the_training_set_is_refused(data, tmp_path):
+    with pytest.raises(UserError, match="classifier.batch_size: 1000 exceeds the 256 training"):
+        train_seed(0, data, tiny_params(batch_size=1000), CPU, tmp_path / "c.pt", progress=False)
+
+
+def test_over_budget_model_is_refused_before_any_update(data, tmp_path, update_counter):
+    params = tiny_params(budget_params=1000, widths=[16, 32])
+    with pytest.raises(UserError, match=r"model has [\d,]+ trainable parameters; "
+                                        r"budget.classifier_params requires fewer than 1,000"):
+        train_seed(0, data, params, CPU, tmp_path / "c.pt", progress=False)
+    assert update_counter == [] and not (tmp_path / "c.pt").exists()
+
+
+def test_training_stops_at_the_step_count_mid_epoch(data, tmp_path, update_counter, monkeypatch):
+    per_step = []
+    real_step = SeedTrainer.step
+
+    def recording_step(self, step):
+        loss, correct = real_step(self, step)
+        per_step.append((loss.item(), correct.item()))
+        return loss, correct
+
+    monkeypatch.setattr(SeedTrainer, "step", recording_step)
+    # 256 images in batches of 32: 8 steps per epoch; 11 steps end inside the second epoch.
+    result = train_seed(0, data, tiny_params(steps=11), CPU, tmp_path / "c.pt", progress=False)
+    assert update_counter == list(range(1, 12)) and result.steps == 11
+    assert [row["step"] for row in result.history] == [4, 8, 11]
+    assert result.history[-1]["epoch"] == pytest.approx(11 / 8, abs=1e-3)
+    # Each row's train metrics cover exactly the updates since the previous row.
+    for row, window in zip(result.history, (per_step[0:4], per_step[4:8], per_step[8:11])):
+        assert row["train_loss"] == pytest.approx(sum(loss for loss, _ in window) / len(window))
+        assert row["train_acc"] == pytest.approx(sum(c for _, c in window) / (32 * len(window)))
+
+
+def test_update_cap_stops_a_run_asking_for_more_than_the_budget(data, tmp_path, update_counter):
+    # Skips load_params, which would refuse steps > budget: the loop itself must still stop.
+    params = tiny_params(budget_steps=5, steps=9, checkpoint_every=1)
+    with pytest.raises(BudgetExceeded, match="update 6 would exceed the budget of 5"):
+        train_seed(0, data, params, CPU, tmp_path / "c.pt", progress=False)
+    assert update_counter == [1, 2, 3, 4, 5]
+    assert load_checkpoint(tmp_path / "c.pt")["step"] == 5
+
+
+def test_short_training_beats_chance_clearly(data, tmp_path):
+    result = train_seed(0, data, tiny_params(steps=24, eval_every=8), CPU, tmp_path / "c.pt",
+                        progress=False)
+    assert result.final["test_acc"] >= 0.75  # 4 classes: chance is 0.25
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    assert [list(row) for row in result.history] == [list(HISTORY_COLUMNS)] * 3
+
+
+def test_resume_after_a_kill_continues_the_step_count_with_identical_weights(
+        data, tmp_path, monkeypatch, update_counter):
+    params = tiny_params(steps=10, eval_every=3, checkpoint_every=4)
+    uninterrupted = train_seed(0, data, params, CPU, tmp_path / "a.pt", progress=False)
+
+    real_save = training.save_checkpoint
+
+    def save_then_die(path, state):
+        real_save(path, state)
+        if state["step"] == 4:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train_seed(0, data, params, CPU, tmp_path / "b.pt", progress=False)
+    monkeypatch.setattr(training, "save_checkpoint", real_save)
+    update_counter.clear()
+    resumed = train_seed(0, data, params, CPU, tmp_path / "b.pt", progress=False)
+
+    assert update_counter == list(range(5, 11))  # only the missing updates, numbered on
+    assert resumed.history == uninterrupted.history  # includes a window split by the kill
+    for name, tensor in weights(uninterrupted).items():
+        assert torch.equal(weights(resumed)[name], tensor), name
+
+
+def test_a_finished_seed_is_read_back_not_retrained(data, tmp_path, update_counter):
+    params = tiny_params(steps=4)
+    first = train_seed(0, data, params, CPU, tmp_path / "c.pt", progress=False)
+    update_counter.clear()
+    again = train_seed(0, data, params, CPU, tmp_path / "c.pt", progress=False)
+    assert update_counter == [] and again.history == first.history
+
+
+def test_a_checkpoint_from_other_settings_is_not_resumed(data, tmp_path, update_counter):
+    train_seed(0, data, tiny_params(steps=4), CPU, tmp_path / "c.pt", progress=False)
+    update_counter.clear()
+    train_seed(0, data, tiny_params(steps=4, lr=0.05), CPU, tmp_path / "c.pt", progress=False)
+    assert update_counter == [1, 2, 3, 4]
+
+
+def test_metrics_summarize_seeds_with_mean_and_std(data, tmp_path):
+    params = tiny_params(steps=4, seeds=[0, 1])
+    results = [train_seed(s, data, params, CPU, tmp_path / f"{s}.pt", progress=False)
+               for s in (0, 1)]
+    metrics = summarize(results, params, CPU)
+    for key in ("test_acc", "train_acc", "train_loss", "test_loss"):
+        values = [r.final[key] for r in results]
+        assert metrics[key]["mean"] == pytest.approx(sum(values) / 2)
+        assert metrics[key]["std"] == pytest.approx(abs(values[0] - values[1]) / 2 ** 0.5)
+    assert metrics["params"] == results[0].trainable_params and metrics["steps"] == 4
+    assert metrics["batch_size"] == 32 and metrics["device"] == "cpu"
+    assert metrics["budget"] == {"params": 100_000, "steps": 10_000}
+    assert metrics["train_images_per_second"] > 0 and metrics["peak_memory_mib"] > 0
+    assert set(metrics["seeds"]) == {"0", "1"}
+
+    mean = mean_history([r.history for r in results])
+    assert [row["step"] for row in mean] == [4] and list(mean[0]) == list(HISTORY_COLUMNS)
+    assert mean[0]["test_acc"] == pytest.approx(metrics["test_acc"]["mean"])
