@@ -37,3 +37,17 @@ def test_missing_and_corrupt_checkpoints_are_clear_errors(tmp_path):
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(UserError, match="bad.pt: not a readable checkpoint"):
         load_checkpoint(tmp_path / "bad.pt")
+
+
+def test_equal_states_give_identical_bytes_whatever_their_history(tmp_path):
+    # A resumed run mixes values made fresh with values loaded from a checkpoint: equal
+    # strings that are distinct objects. The files must still be byte-identical.
+    fresh_key = "lr"
+    loaded_key = "".join(["l", "r"])
+    assert fresh_key == loaded_key and fresh_key is not loaded_key
+    weights = torch.arange(6.0)
+    fresh = {"groups": [{fresh_key: 0.1}, {fresh_key: 0.2}], "w": weights}
+    resumed = {"groups": [{fresh_key: 0.1}, {loaded_key: 0.2}], "w": weights.clone()}
+    save_checkpoint(tmp_path / "fresh.pt", fresh)
+    save_checkpoint(tmp_path / "resumed.pt", resumed)
+    assert (tmp_path / "fresh.pt").read_bytes() == (tmp_path / "resumed.pt").read_bytes()

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from pathlib import Path
 
 import torch
 
-from cifarbudget.errors import UserError
+from cifarbudget.errors import UserError, first_line
 from cifarbudget.io import atomic_path
 
 
@@ -16,11 +17,25 @@ def fingerprint(config: dict) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def _canonical(obj):
+    """Rebuild containers and intern strings, so that pickle's memo (which depends on object
+    identity, not value) writes equal states as equal bytes, whether a value was made fresh
+    or loaded from an earlier checkpoint."""
+    if isinstance(obj, dict):
+        return {_canonical(k): _canonical(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_canonical(v) for v in obj)
+    if isinstance(obj, str):
+        return sys.intern(obj)
+    return obj
+
+
 def save_checkpoint(path: str | Path, state: dict) -> None:
+    """Write `state` atomically; equal states give byte-identical files."""
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         # Through a file object torch names the archive inside "archive", not after the
-        # random temporary file: equal states give byte-identical files.
-        torch.save(state, f)
+        # random temporary file.
+        torch.save(_canonical(state), f)
 
 
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
@@ -31,8 +46,7 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt or unsafe files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"{path}: not a readable checkpoint ({first}); "
+        raise UserError(f"{path}: not a readable checkpoint ({first_line(exc)}); "
                         "delete it and rerun the stage that produces it") from None
 
 
