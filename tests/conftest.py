@@ -147,6 +147,20 @@ def run(cmd: list[str], cwd: Path, check: bool = True, timeout: float = 900) -> 
     return proc
 
 
+def error_line(proc) -> str:
+    """The stage's one `error: ...` line; it must be the last line and come without a traceback."""
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and proc.stderr.rstrip("\n").endswith(errors[0]), proc.stderr
+    return errors[0]
+
+
+def snapshot(folder: Path) -> dict:
+    """Every file below `folder` with its bytes: to check that a failed stage changed nothing."""
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
 # Tiny budgets under which every stage of the pipeline runs in seconds on a CPU.
 TINY_PARAMS = {
     "classifier.seeds": [0, 1], "classifier.widths": [8, 16], "classifier.depths": [1, 1],

@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 
 from cifarbudget.sampling import balanced_labels, save_samples
-from tests.conftest import (REPO, TINY_PARAMS, run, set_params, write_prepared,
-                            write_untrained_models)
-from tests.stages.test_prepare_e2e import error_line, snapshot
+from tests.conftest import (REPO, TINY_PARAMS, error_line, run, set_params, snapshot,
+                            write_prepared, write_untrained_models)
 
 
 def run_evaluate(cwd):

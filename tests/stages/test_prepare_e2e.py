@@ -8,20 +8,12 @@ import numpy as np
 import pytest
 
 from cifarbudget.data.prepared import load_prepared
-from tests.conftest import REPO, build_archive, run, set_params, write_prepared
+from tests.conftest import (REPO, build_archive, error_line, run, set_params, snapshot,
+                            write_prepared)
 
 
 def run_script(stage: str, cwd):
     return run([sys.executable, str(REPO / "stages" / f"{stage}.py")], cwd, check=False, timeout=300)
-
-
-def error_line(proc) -> str:
-    """The stage's one `error: ...` line; it must be the last line and come without a traceback."""
-    assert proc.returncode == 2, proc.stderr
-    assert "Traceback" not in proc.stderr
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and proc.stderr.rstrip("\n").endswith(errors[0]), proc.stderr
-    return errors[0]
 
 
 @pytest.fixture
@@ -32,10 +24,6 @@ def workdir(tmp_path):
     (tmp_path / "plots" / "data").mkdir(parents=True)
     (tmp_path / "plots" / "data" / "augmentations.png").write_bytes(b"earlier figure")
     return tmp_path
-
-
-def snapshot(folder):
-    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def test_download_of_a_missing_local_source_fails_cleanly(workdir):

@@ -8,9 +8,8 @@ import torch
 
 from cifarbudget.models.sngan import load_generator
 from cifarbudget.sampling import evaluation_draws, generate
-from tests.conftest import (REPO, TINY_PARAMS, run, set_params, write_prepared,
-                            write_untrained_models)
-from tests.stages.test_prepare_e2e import error_line, snapshot
+from tests.conftest import (REPO, TINY_PARAMS, error_line, run, set_params, snapshot,
+                            write_prepared, write_untrained_models)
 
 FIGURES = ("samples.png", "interpolations.png", "real_vs_generated.png", "nearest_neighbours.png")
 

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from cifarbudget.models.classifier import load_classifier
-from tests.conftest import REPO, TINY_PARAMS, build_archive, run, set_params, write_prepared
+from tests.conftest import (REPO, TINY_PARAMS, build_archive, error_line, run, set_params,
+                            write_prepared)
 
 CLASSIFIER_PARAMS = {k: v for k, v in TINY_PARAMS.items() if k.startswith("classifier.")}
 OUTPUTS = ("models", "plots", "metrics", "checkpoints")
@@ -18,15 +19,6 @@ OUTPUTS = ("models", "plots", "metrics", "checkpoints")
 def run_stage_script(cwd):
     return run([sys.executable, str(REPO / "stages" / "train_classifier.py")], cwd, check=False,
                timeout=600)
-
-
-def error_line(proc) -> str:
-    """The stage's one `error: ...` line; it must be the last line and come without a traceback."""
-    assert proc.returncode == 2, proc.stderr
-    assert "Traceback" not in proc.stderr
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and proc.stderr.rstrip("\n").endswith(errors[0]), proc.stderr
-    return errors[0]
 
 
 def snapshot(folder):

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from cifarbudget.models.sngan import load_generator
-from tests.conftest import REPO, TINY_PARAMS, build_archive, run, set_params, write_prepared
+from tests.conftest import (REPO, TINY_PARAMS, build_archive, error_line, run, set_params,
+                            snapshot, write_prepared)
 
 TINY_GAN = {k: v for k, v in TINY_PARAMS.items() if k.startswith("gan.")}
 OUTPUTS = ("models/gan/gan.pt", "checkpoints/gan/checkpoint.pt", "plots/gan/history.csv",
@@ -27,15 +28,6 @@ def run_stage_script(cwd):
                timeout=300)
 
 
-def error_line(proc) -> str:
-    """The stage's one `error: ...` line; it must be the last line and come without a traceback."""
-    assert proc.returncode == 2, proc.stderr
-    assert "Traceback" not in proc.stderr
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and proc.stderr.rstrip("\n").endswith(errors[0]), proc.stderr
-    return errors[0]
-
-
 @pytest.fixture
 def workdir(tmp_path):
     """A folder to run the stage in: tiny GAN params, prepared data, earlier outputs."""
@@ -46,10 +38,6 @@ def workdir(tmp_path):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_bytes(b"earlier " + rel.encode())
     return tmp_path
-
-
-def snapshot(folder):
-    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 @pytest.mark.parametrize("overrides, message", [
