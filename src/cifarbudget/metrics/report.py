@@ -55,22 +55,23 @@ def evaluate_gan(params: EvaluateParams, images: np.ndarray, labels: np.ndarray,
     check_samples(images, labels, data)
     if inception is None:
         inception_part = {"fid": None, "kid": None, "inception_score": None,
-                          "inception_skipped": f"evaluate.inception_weights is {SKIP!r}",
-                          "generated_count": len(images), "reference_count": len(data.test_images)}
+                          "inception_skipped": f"evaluate.inception_weights is {SKIP!r}"}
+        counts = {"generated_count": len(images), "reference_count": len(data.test_images)}
     else:
         generated = inception_features(inception, images, params.batch_size, device,
                                        "inception: generated")
         reference = inception_features(inception, data.test_images, params.batch_size, device,
                                        "inception: test set")
         # The counts are of features actually extracted: no image dropped or repeated.
-        inception_part = {**inception_metrics(generated, reference, params.seed),
-                          "generated_count": len(generated), "reference_count": len(reference)}
+        inception_part = inception_metrics(generated, reference, params.seed)
+        counts = {"generated_count": len(generated), "reference_count": len(reference)}
     return {
         **inception_part,
         **classifier_metrics(classifier, mean, std, images, labels, data.test_images,
                              data.test_labels, device, params.batch_size),
         **lpips_metric(params.lpips_weights, images, params.lpips_pairs, params.seed,
                        params.batch_size, device),
+        **counts,
     }
 
 
