@@ -95,6 +95,17 @@ def write_prepared(folder: Path, num_classes: int = 4, n_train: int = 256, n_tes
     return folder
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny networks train faster on one thread, and a busy shared CPU cannot stall them."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def prepared_dir(tmp_path) -> Path:
     return write_prepared(tmp_path / "data" / "prepared")

@@ -26,13 +26,7 @@ def tiny_params(budget_steps: int = 10_000, budget_params: int = 100_000, **clas
                   classifier=ClassifierParams(**settings))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny steps on a shared CPU run faster without waiting on a second thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture

@@ -17,13 +17,7 @@ TINY_GAN = dict(z_dim=8, g_width=8, d_width=8, batch_size=16, steps=6, log_every
                 progress_every=6, checkpoint_every=3)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Networks this small run faster on one thread, and a busy machine cannot stall it."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_params(budget: BudgetParams = BudgetParams(), **gan) -> Params:
