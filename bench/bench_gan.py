@@ -30,7 +30,8 @@ import torch
 
 from cifarbudget.config import load_params
 from cifarbudget.data.prepared import PreparedData
-from cifarbudget.training.gan import GanTrainer, RealBatches
+from cifarbudget.training.generative import RealBatches
+from cifarbudget.training.gan import GanTrainer
 
 TRAIN_IMAGES, NUM_CLASSES = 50_000, 100
 VARIANTS = ("textbook", "project")
@@ -88,7 +89,7 @@ def run_variant(variant: str, iterations: int, warmup: int, workers: int) -> dic
     torch.manual_seed(0)
     trainer = GanTrainer(gan, data.classes, warmup + iterations, device)
     if project:
-        batches = RealBatches(data, gan.batch_size, gan.seed, device, gan.channels_last)
+        batches = RealBatches(data, gan.batch_size, gan.seed, device, gan.channels_last, "gan")
     else:
         batches = textbook_batches(data, gan.batch_size, workers)
     for _ in range(warmup):

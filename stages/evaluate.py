@@ -1,19 +1,16 @@
-"""Stage `evaluate`: FID, KID, IS, classifier metrics and LPIPS of the samples: metrics/gan.json."""
-from pathlib import Path
-
+"""Stage `evaluate`: FID, KID, IS, classifier metrics and LPIPS of the samples, and the
+chosen model's size and updates: metrics/<generator.model>.json."""
 from cifarbudget.config import load_params
 from cifarbudget.data.prepared import load_prepared
 from cifarbudget.device import pick_device
 from cifarbudget.io import write_json
 from cifarbudget.metrics.classifier_metrics import reference_classifier_path
 from cifarbudget.metrics.fid import load_inception
-from cifarbudget.metrics.report import evaluate_gan, gan_model_summary, summary_line
+from cifarbudget.metrics.report import evaluate_samples, summary_line
 from cifarbudget.models.classifier import load_classifier
+from cifarbudget.models.generator import model_summary
 from cifarbudget.sampling import load_samples
 from cifarbudget.stage import run_stage
-
-GAN_MODEL = Path("models/gan/gan.pt")
-METRICS_JSON = Path("metrics/gan.json")
 
 
 def main() -> None:
@@ -21,13 +18,15 @@ def main() -> None:
     device = pick_device()
     data = load_prepared()
     images, labels = load_samples()
-    summary = gan_model_summary(GAN_MODEL)
+    model = params.generator.model
+    summary = model_summary(model)
     classifier, mean, std = load_classifier(reference_classifier_path(params), device)
     inception = load_inception(params.evaluate.inception_weights, device)
-    metrics = {**summary, **evaluate_gan(params.evaluate, images, labels, data, inception,
-                                         classifier, mean, std, device)}
-    write_json(METRICS_JSON, metrics)
-    print(f"{METRICS_JSON}: {summary_line(metrics)}")
+    metrics = {**summary, **evaluate_samples(params.evaluate, images, labels, data, inception,
+                                             classifier, mean, std, device)}
+    path = f"metrics/{model}.json"
+    write_json(path, metrics)
+    print(f"{path}: {summary_line(metrics)}")
 
 
 if __name__ == "__main__":

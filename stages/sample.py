@@ -1,4 +1,5 @@
-"""Stage `sample`: draw the evaluation set from the EMA generator, and the sample figures."""
+"""Stage `sample`: draw the evaluation set from the chosen generative model (generator.model:
+the GAN's EMA generator or the VAE's decoder), and the sample figures in plots/<model>/."""
 from pathlib import Path
 
 from cifarbudget.config import load_params
@@ -7,7 +8,7 @@ from cifarbudget.device import pick_device
 from cifarbudget.errors import UserError
 from cifarbudget.metrics.classifier_metrics import reference_classifier_path
 from cifarbudget.models.classifier import classifier_features, load_classifier
-from cifarbudget.models.sngan import load_generator
+from cifarbudget.models.generator import load_sampler, model_file
 from cifarbudget.plots.samples import (save_interpolations, save_nearest_neighbours,
                                        save_real_vs_generated, save_sample_grid)
 from cifarbudget.sampling import (SAMPLES_DIR, balanced_labels, comparison_classes,
@@ -16,8 +17,6 @@ from cifarbudget.sampling import (SAMPLES_DIR, balanced_labels, comparison_class
                                   save_samples)
 from cifarbudget.stage import run_stage
 
-GAN_MODEL = Path("models/gan/gan.pt")
-PLOTS = Path("plots/gan")
 GRID_SIDE = 8                                      # samples.png: 8 x 8
 INTERPOLATION_PAIRS, INTERPOLATION_STEPS = 8, 10   # interpolations.png: a row per pair
 COMPARISON_ROWS, COMPARISON_PER_SIDE = 8, 5        # real_vs_generated.png: a row per class
@@ -29,10 +28,12 @@ def main() -> None:
     s = params.sample
     device = pick_device()
     data = load_prepared()
-    generator, info = load_generator(GAN_MODEL, device)
+    model = params.generator.model
+    generator, info = load_sampler(model, device)
     if info["classes"] != data.classes:
-        raise UserError(f"{GAN_MODEL}: trained on other classes than data/prepared holds; "
-                        f"rerun `dvc repro train_gan`")
+        raise UserError(f"{model_file(model)}: trained on other classes than data/prepared "
+                        f"holds; rerun `dvc repro train_generator`")
+    plots = Path("plots") / model
     balanced_labels(s.count, data.num_classes)  # a bad count fails before any output is written
     classifier, mean, std = load_classifier(reference_classifier_path(params), device)
     k, z_dim = data.num_classes, info["z_dim"]
@@ -42,16 +43,16 @@ def main() -> None:
 
     grid = grid_draws(GRID_SIDE * GRID_SIDE, k, z_dim, s.seed)
     save_sample_grid(draw(grid, "samples.png"), grid.classes.numpy(), data.classes, GRID_SIDE,
-                     PLOTS / "samples.png", PLOTS / "samples.txt", s.seed)
+                     plots / "samples.png", plots / "samples.txt", s.seed)
 
     path, ends = interpolation_draws(INTERPOLATION_PAIRS, INTERPOLATION_STEPS, k, z_dim, s.seed)
     save_interpolations(draw(path, "interpolations.png"), ends.numpy(), data.classes,
-                        PLOTS / "interpolations.png")
+                        plots / "interpolations.png")
 
     rows = comparison_classes(k, COMPARISON_ROWS, s.seed)
     real = real_examples(data.test_images, data.test_labels, rows, COMPARISON_PER_SIDE, s.seed)
     fake = draw(comparison_draws(rows, COMPARISON_PER_SIDE, z_dim, s.seed), "real_vs_generated.png")
-    save_real_vs_generated(real, fake, rows, data.classes, PLOTS / "real_vs_generated.png")
+    save_real_vs_generated(real, fake, rows, data.classes, plots / "real_vs_generated.png")
 
     evaluation = evaluation_draws(s.count, k, z_dim, s.seed)
     images, labels = draw(evaluation, str(SAMPLES_DIR)), evaluation.classes.numpy()
@@ -64,11 +65,11 @@ def main() -> None:
     index = index.flatten().numpy()
     save_nearest_neighbours(queries, labels[:NEIGHBOUR_QUERIES], data.train_images[index],
                             data.train_labels[index], similarity.numpy(), data.classes,
-                            PLOTS / "nearest_neighbours.png")
+                            plots / "nearest_neighbours.png")
 
     save_samples(images, labels)
     print(f"{SAMPLES_DIR}: {len(images):,} images, {len(images) // k:,} per class, "
-          f"from sample.seed={s.seed}; figures in {PLOTS}/")
+          f"from sample.seed={s.seed}; figures in {plots}/")
 
 
 if __name__ == "__main__":

@@ -95,6 +95,49 @@ def write_prepared(folder: Path, num_classes: int = 4, n_train: int = 256, n_tes
     return folder
 
 
+def assert_same_state(a, b, path: str = "") -> None:
+    """Two checkpoints (nested dicts of tensors and values) are equal, bit for bit."""
+    import torch
+
+    assert type(a) is type(b), path
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for key in a:
+            assert_same_state(a[key], b[key], f"{path}/{key}")
+    elif isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), path
+    else:
+        assert a == b, path
+
+
+def training_files_in(folder: Path, model: str):
+    """The training files of `model` ("gan" or "vae") under `folder` instead of the repo."""
+    from cifarbudget.training.generative import TrainingFiles
+
+    files = TrainingFiles.of(model)
+    return TrainingFiles(folder / files.checkpoint, folder / files.history, folder / files.progress)
+
+
+def stage_workdir(folder: Path, overrides: dict, earlier_outputs: tuple[str, ...]) -> Path:
+    """A folder to run a stage script in: params.yaml with `overrides`, prepared data, and
+    placeholder earlier outputs (to check that a failing stage leaves them intact)."""
+    shutil.copy(REPO / "params.yaml", folder / "params.yaml")
+    set_params(folder, overrides)
+    write_prepared(folder / "data" / "prepared")
+    for rel in earlier_outputs:
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_bytes(b"earlier " + rel.encode())
+    return folder
+
+
+def run_stage_script(name: str, cwd: Path) -> subprocess.CompletedProcess:
+    """Run stages/<name>.py in `cwd` on one thread (tiny networks train faster on one, and
+    a busy machine cannot stall them)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, str(REPO / "stages" / f"{name}.py")], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """Tiny networks train faster on one thread, and a busy shared CPU cannot stall them."""
@@ -182,6 +225,8 @@ TINY_PARAMS = {
     "classifier.threads": 1,
     "gan.z_dim": 16, "gan.g_width": 16, "gan.d_width": 16, "gan.steps": 10, "gan.batch_size": 16,
     "gan.log_every": 2, "gan.progress_every": 5, "gan.checkpoint_every": 5,
+    "vae.z_dim": 16, "vae.encoder_width": 8, "vae.decoder_width": 16, "vae.steps": 10,
+    "vae.batch_size": 16, "vae.log_every": 2, "vae.progress_every": 5, "vae.checkpoint_every": 5,
     "sample.count": 40, "sample.batch_size": 20,
     "evaluate.batch_size": 20, "evaluate.lpips_pairs": 10,
 }

@@ -74,6 +74,9 @@ def test_ints_are_accepted_where_floats_are_expected(params_dir):
     ({"gan.loss": "wgan"}, r"^gan\.loss: 'wgan' is not allowed; choose one of hinge, aw_hinge$"),
     ({"data.name": "mnist"}, r"^data\.name: 'mnist' is not allowed; choose one of cifar10, cifar100$"),
     ({"budget.gan_params": 0}, r"^budget\.gan_params: 0 is too small; it must be >= 1$"),
+    ({"vae.beta": -0.5}, r"^vae\.beta: -0\.5 is too small; it must be >= 0\.0$"),
+    ({"generator.model": "diffusion"},
+     r"^generator\.model: 'diffusion' is not allowed; choose one of gan, vae$"),
 ])
 def test_out_of_range_values_name_the_limit(params_dir, overrides, message):
     with pytest.raises(UserError, match=message):
@@ -89,10 +92,21 @@ def test_out_of_range_values_name_the_limit(params_dir, overrides, message):
     ({"classifier.widths": [32, 64], "classifier.depths": [2, 2, 2]},
      r"need the same non-zero length"),
     ({"classifier.seeds": []}, r"classifier\.seeds: give at least one seed"),
+    ({"generator.model": "vae", "vae.steps": 50_001, "budget.gan_steps": 50_000},
+     r"vae\.steps: 50001 updates exceed budget\.gan_steps \(50000\), the generative models' "
+     r"budget; lower vae\.steps"),
 ])
 def test_inconsistent_budgets_and_shapes_are_rejected(params_dir, overrides, message):
     with pytest.raises(UserError, match=message):
         load_with(params_dir, overrides)
+
+
+def test_only_the_chosen_generative_models_steps_must_fit_the_budget(params_dir):
+    vae = load_with(params_dir, {"generator.model": "vae", "budget.gan_steps": 100,
+                                 "vae.steps": 100, "gan.steps": 50_000})
+    assert vae.gan.steps > vae.budget.gan_steps  # the GAN is not trained, so it may
+    with pytest.raises(UserError, match=r"^vae\.steps: 50000 updates exceed"):
+        load_with(params_dir, {"vae.steps": 50_000})
 
 
 def test_steps_exactly_at_the_budget_are_allowed(params_dir):

@@ -5,7 +5,7 @@ import torch
 from PIL import Image
 
 from cifarbudget.errors import UserError
-from cifarbudget.models.sngan import Generator
+from cifarbudget.models.gan import Generator
 from cifarbudget.plots import samples as sample_plots
 from cifarbudget.plots.images import to_uint8
 from cifarbudget.sampling import (Draws, balanced_labels, comparison_classes, comparison_draws,

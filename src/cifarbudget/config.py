@@ -111,6 +111,31 @@ class GanParams:
 
 
 @dataclass(frozen=True)
+class GeneratorParams:
+    # The generative model that train_generator trains and sample / evaluate use.
+    model: str = field(default="gan", metadata={"choices": ("gan", "vae")})
+
+
+@dataclass(frozen=True)
+class VaeParams:
+    seed: int = 0
+    z_dim: int = field(default=128, metadata=_range(1))
+    encoder_width: int = field(default=64, metadata=_range(1))
+    decoder_width: int = field(default=80, metadata=_range(1))
+    steps: int = field(default=50_000, metadata=_range(1))
+    batch_size: int = field(default=64, metadata=_range(1))
+    lr: float = field(default=5e-4, metadata=_range(0.0))
+    beta1: float = field(default=0.9, metadata=_range(0.0, 1.0))
+    beta2: float = field(default=0.999, metadata=_range(0.0, 1.0))
+    beta: float = field(default=0.1, metadata=_range(0.0))  # weight of the KL term
+    log_every: int = field(default=100, metadata=_range(1))
+    progress_every: int = field(default=1000, metadata=_range(1))
+    checkpoint_every: int = field(default=1000, metadata=_range(1))
+    bf16: bool = True
+    channels_last: bool = True
+
+
+@dataclass(frozen=True)
 class SampleParams:
     seed: int = 0
     count: int = field(default=10_000, metadata=_range(1))
@@ -138,6 +163,8 @@ class Params:
     augment: AugmentParams = field(default_factory=AugmentParams)
     classifier: ClassifierParams = field(default_factory=ClassifierParams)
     gan: GanParams = field(default_factory=GanParams)
+    generator: GeneratorParams = field(default_factory=GeneratorParams)
+    vae: VaeParams = field(default_factory=VaeParams)
     sample: SampleParams = field(default_factory=SampleParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
 
@@ -223,12 +250,18 @@ def _check_consistency(p: Params) -> None:
     if c.steps > p.budget.classifier_steps:
         raise UserError(f"classifier.steps: {c.steps} exceeds budget.classifier_steps "
                         f"({p.budget.classifier_steps}); lower classifier.steps")
-    g = p.gan
-    updates = max(g.steps * g.n_dis, g.steps)
-    if updates > p.budget.gan_steps:
-        raise UserError(f"gan.steps x gan.n_dis: {g.steps} x {g.n_dis} = {updates} discriminator "
-                        f"updates exceed budget.gan_steps ({p.budget.gan_steps}); lower gan.steps "
-                        f"to at most {p.budget.gan_steps // g.n_dis}")
+    # Only the chosen generative model is trained, so only its steps must fit the budget.
+    if p.generator.model == "gan":
+        g = p.gan
+        updates = max(g.steps * g.n_dis, g.steps)
+        if updates > p.budget.gan_steps:
+            raise UserError(f"gan.steps x gan.n_dis: {g.steps} x {g.n_dis} = {updates} "
+                            f"discriminator updates exceed budget.gan_steps "
+                            f"({p.budget.gan_steps}); lower gan.steps to at most "
+                            f"{p.budget.gan_steps // g.n_dis}")
+    elif p.vae.steps > p.budget.gan_steps:
+        raise UserError(f"vae.steps: {p.vae.steps} updates exceed budget.gan_steps "
+                        f"({p.budget.gan_steps}), the generative models' budget; lower vae.steps")
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

@@ -36,7 +36,7 @@ STAGES = {
                     "plots/classifier/history.csv"],
         "metrics": "metrics/classifier.json",
     },
-    "train_gan": {
+    "train_generator": {
         "params": {"gan.steps": 40, "gan.checkpoint_every": 3, "gan.log_every": 4,
                    "gan.progress_every": 20},
         "checkpoints": "checkpoints/gan",

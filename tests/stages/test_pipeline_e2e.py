@@ -6,7 +6,7 @@ import pytest
 
 from tests.conftest import TINY_PARAMS, build_archive, run, set_params
 
-STAGES = ("download", "prepare", "train_classifier", "train_gan", "sample", "evaluate")
+STAGES = ("download", "prepare", "train_classifier", "train_generator", "sample", "evaluate")
 FIGURES = ("samples.png", "interpolations.png", "real_vs_generated.png", "nearest_neighbours.png")
 METRIC_KEYS = ["params", "updates", "fid", "kid", "inception_score",
                "classifier_accuracy_generated", "classifier_accuracy_real", "classifier_fid",

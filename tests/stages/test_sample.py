@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from cifarbudget.models.sngan import load_generator
+from cifarbudget.models.gan import load_generator
 from cifarbudget.sampling import evaluation_draws, generate
 from tests.conftest import (REPO, TINY_PARAMS, error_line, run, set_params, snapshot,
                             write_prepared, write_untrained_models)

@@ -36,5 +36,5 @@ def test_push_then_pull_in_a_fresh_clone_regenerates_samples_without_training(re
     (clone / "plots/gan/samples.png").unlink()
     out = run(["dvc", "repro", "sample"], clone).stdout
     assert "Running stage 'sample'" in out
-    assert "Running stage 'train_gan'" not in out and "Running stage 'train_classifier'" not in out
+    assert "Running stage 'train_generator'" not in out and "Running stage 'train_classifier'" not in out
     assert (clone / "plots/gan/samples.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -3,41 +3,27 @@ import csv
 import json
 import re
 import shutil
-import sys
 
 import pytest
 import torch
 
-from cifarbudget.models.sngan import load_generator
-from tests.conftest import (REPO, TINY_PARAMS, build_archive, error_line, run, set_params,
-                            snapshot, write_prepared)
+from cifarbudget.models.gan import load_generator
+from tests.conftest import (TINY_PARAMS, build_archive, error_line, run, run_stage_script,
+                            set_params, snapshot, stage_workdir)
 
 TINY_GAN = {k: v for k, v in TINY_PARAMS.items() if k.startswith("gan.")}
 OUTPUTS = ("models/gan/gan.pt", "checkpoints/gan/checkpoint.pt", "plots/gan/history.csv",
            "plots/gan/progress.png", "metrics/gan_training.json")
 
 
-@pytest.fixture(autouse=True)
-def one_thread(monkeypatch):
-    """Networks this small train faster on one thread, and a busy machine cannot stall it."""
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-
-
-def run_stage_script(cwd):
-    return run([sys.executable, str(REPO / "stages" / "train_gan.py")], cwd, check=False,
-               timeout=300)
+def run_stage(cwd):
+    return run_stage_script("train_gan", cwd)
 
 
 @pytest.fixture
 def workdir(tmp_path):
     """A folder to run the stage in: tiny GAN params, prepared data, earlier outputs."""
-    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
-    set_params(tmp_path, TINY_GAN)
-    write_prepared(tmp_path / "data" / "prepared")
-    for rel in OUTPUTS:
-        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / rel).write_bytes(b"earlier " + rel.encode())
-    return tmp_path
+    return stage_workdir(tmp_path, TINY_GAN, OUTPUTS)
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -60,7 +46,7 @@ def workdir(tmp_path):
 def test_bad_settings_stop_before_training_and_keep_earlier_outputs(workdir, overrides, message):
     set_params(workdir, overrides)
     before = snapshot(workdir)
-    proc = run_stage_script(workdir)
+    proc = run_stage(workdir)
     line = error_line(proc)
     assert re.match(message, line), line
     assert "train_gan:" not in proc.stderr  # no progress bar: training never started
@@ -70,14 +56,14 @@ def test_bad_settings_stop_before_training_and_keep_earlier_outputs(workdir, ove
 def test_missing_prepared_data_says_which_stage_to_run(workdir):
     shutil.rmtree(workdir / "data" / "prepared")
     before = snapshot(workdir)
-    line = error_line(run_stage_script(workdir))
+    line = error_line(run_stage(workdir))
     assert line == "error: data/prepared/train_images.npy: missing; run `dvc repro prepare` first"
     assert snapshot(workdir) == before
 
 
 def test_the_stage_writes_the_model_history_progress_and_metrics_then_resumes(workdir):
     (workdir / "checkpoints/gan/checkpoint.pt").unlink()  # garbage would be refused, not resumed
-    proc = run_stage_script(workdir)
+    proc = run_stage(workdir)
     assert proc.returncode == 0, proc.stderr
     assert "models/gan/gan.pt: step 10" in proc.stdout
 
@@ -101,7 +87,7 @@ def test_the_stage_writes_the_model_history_progress_and_metrics_then_resumes(wo
     # A rerun finds the finished checkpoint: no training, the same model, every output rewritten.
     for rel in ("plots/gan/progress.png", "plots/gan/history.csv", "models/gan/gan.pt"):
         (workdir / rel).unlink()  # as `dvc repro` does before running a stage
-    again = run_stage_script(workdir)
+    again = run_stage(workdir)
     assert again.returncode == 0, again.stderr
     assert "resuming from checkpoints/gan/checkpoint.pt at step 10" in again.stdout
     rerun = torch.load(workdir / "models/gan/gan.pt", weights_only=True)
@@ -112,21 +98,21 @@ def test_the_stage_writes_the_model_history_progress_and_metrics_then_resumes(wo
 
 
 @pytest.mark.slow
-def test_dvc_repro_train_gan_from_a_local_archive(repo_copy, tmp_path):
+def test_dvc_repro_train_generator_from_a_local_archive(repo_copy, tmp_path):
     archive = tmp_path / "mine.tar.gz"
     md5 = build_archive(archive)
     set_params(repo_copy, {**TINY_PARAMS, "data.source": str(archive), "data.md5": md5})
-    out = run(["dvc", "repro", "train_gan"], repo_copy)
-    assert "Running stage 'train_gan'" in out.stdout
+    out = run(["dvc", "repro", "train_generator"], repo_copy)
+    assert "Running stage 'train_generator'" in out.stdout
     generator, info = load_generator(repo_copy / "models/gan/gan.pt")
     assert info["num_classes"] == 4 and not generator.training
     metrics = json.loads((repo_copy / "metrics/gan_training.json").read_text())
     assert metrics["steps"] == 10
-    assert "up to date" in run(["dvc", "status", "train_gan"], repo_copy).stdout
+    assert "up to date" in run(["dvc", "status", "train_generator"], repo_copy).stdout
 
     # More steps: the persistent checkpoint carries the run on from step 10.
     set_params(repo_copy, {"gan.steps": 12})
-    out = run(["dvc", "repro", "train_gan"], repo_copy)
+    out = run(["dvc", "repro", "train_generator"], repo_copy)
     assert "resuming from checkpoints/gan/checkpoint.pt at step 10" in out.stdout
     metrics = json.loads((repo_copy / "metrics/gan_training.json").read_text())
     assert metrics["steps"] == 12 and metrics["updates"]["generator"] == 12

@@ -10,8 +10,9 @@ from cifarbudget.data.prepared import load_prepared
 from cifarbudget.errors import UserError
 from cifarbudget.training.budget import BudgetExceeded, count_trainable
 from cifarbudget.training.checkpoint import load_checkpoint
-from cifarbudget.training.gan import GanOutputs, GanTrainer, RealBatches, train_gan
-from tests.conftest import write_prepared
+from cifarbudget.training.generative import RealBatches
+from cifarbudget.training.gan import GanTrainer, train_gan
+from tests.conftest import assert_same_state, training_files_in, write_prepared
 
 TINY_GAN = dict(z_dim=8, g_width=8, d_width=8, batch_size=16, steps=6, log_every=2,
                 progress_every=6, checkpoint_every=3)
@@ -24,12 +25,6 @@ def tiny_params(budget: BudgetParams = BudgetParams(), **gan) -> Params:
     return Params(gan=dataclasses.replace(GanParams(), **{**TINY_GAN, **gan}), budget=budget)
 
 
-def outputs_in(folder) -> GanOutputs:
-    return GanOutputs(checkpoint=folder / "checkpoints/gan/checkpoint.pt",
-                      history=folder / "plots/gan/history.csv",
-                      progress=folder / "plots/gan/progress.png")
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     return load_prepared(write_prepared(tmp_path_factory.mktemp("prepared")))
@@ -39,20 +34,8 @@ def data(tmp_path_factory):
 def uninterrupted(tmp_path_factory, data):
     """A 6-step run with the tiny settings, done once for the comparisons below."""
     folder = tmp_path_factory.mktemp("uninterrupted")
-    run = train_gan(tiny_params(), data, outputs_in(folder))
-    return run, load_checkpoint(outputs_in(folder).checkpoint)
-
-
-def assert_same_state(a: dict, b: dict, path: str = "") -> None:
-    assert type(a) is type(b), path
-    if isinstance(a, dict):
-        assert a.keys() == b.keys(), path
-        for key in a:
-            assert_same_state(a[key], b[key], f"{path}/{key}")
-    elif isinstance(a, torch.Tensor):
-        assert torch.equal(a, b), path
-    else:
-        assert a == b, path
+    run = train_gan(tiny_params(), data, training_files_in(folder, "gan"))
+    return run, load_checkpoint(training_files_in(folder, "gan").checkpoint)
 
 
 def test_the_parameter_budget_is_checked_before_training(tmp_path, data):
@@ -60,14 +43,14 @@ def test_the_parameter_budget_is_checked_before_training(tmp_path, data):
     g, d = (count_trainable(trainer.generator), count_trainable(trainer.discriminator))
     params = tiny_params(budget=BudgetParams(gan_params=g + d))  # strictly fewer is required
     with pytest.raises(UserError, match=rf"generator {g:,} \+ discriminator {d:,}.*budget\.gan_params"):
-        train_gan(params, data, outputs_in(tmp_path))
+        train_gan(params, data, training_files_in(tmp_path, "gan"))
     assert not any(tmp_path.iterdir())  # nothing trained, nothing written
 
 
 def test_the_update_cap_stops_a_loop_that_would_exceed_it(data):
     params = tiny_params(n_dis=2).gan
     trainer = GanTrainer(params, data.classes, 5, torch.device("cpu"))
-    batches = RealBatches(data, params.batch_size, params.seed, torch.device("cpu"), True)
+    batches = RealBatches(data, params.batch_size, params.seed, torch.device("cpu"), True, "gan")
     trainer.iteration(batches)
     trainer.iteration(batches)
     with pytest.raises(BudgetExceeded, match="discriminator: update 6 would exceed the budget of 5"):
@@ -77,7 +60,7 @@ def test_the_update_cap_stops_a_loop_that_would_exceed_it(data):
 
 def test_every_discriminator_update_counts_and_the_loop_stays_within_budget(tmp_path, data):
     params = tiny_params(budget=BudgetParams(gan_steps=6), steps=3, n_dis=2)
-    run = train_gan(params, data, outputs_in(tmp_path))
+    run = train_gan(params, data, training_files_in(tmp_path, "gan"))
     updates = run.metrics(params)["updates"]
     assert (updates["discriminator"], updates["generator"]) == (6, 3)
 
@@ -88,7 +71,7 @@ def test_alone_each_network_learns_against_the_other(data):
         params = tiny_params(**gan).gan
         torch.manual_seed(0)
         trainer = GanTrainer(params, data.classes, 100, torch.device("cpu"))
-        batches = RealBatches(data, params.batch_size, params.seed, torch.device("cpu"), True)
+        batches = RealBatches(data, params.batch_size, params.seed, torch.device("cpu"), True, "gan")
         windows = []
         for _ in range(4):
             for _ in range(5):
@@ -122,7 +105,7 @@ def test_outputs_history_progress_and_metrics(uninterrupted, tmp_path):
 
 
 def test_history_csv_and_progress_grid_are_written(tmp_path, data):
-    outputs = outputs_in(tmp_path)
+    outputs = training_files_in(tmp_path, "gan")
     train_gan(tiny_params(steps=3, loss="hinge"), data, outputs)
     with open(outputs.history) as f:
         rows = list(csv.DictReader(f))
@@ -132,7 +115,7 @@ def test_history_csv_and_progress_grid_are_written(tmp_path, data):
 
 
 def test_an_interrupted_run_resumes_bit_identically(uninterrupted, tmp_path, data, monkeypatch):
-    outputs = outputs_in(tmp_path)
+    outputs = training_files_in(tmp_path, "gan")
     original = GanTrainer.iteration
 
     def interrupted_at_step_5(self, batches):
@@ -152,7 +135,7 @@ def test_an_interrupted_run_resumes_bit_identically(uninterrupted, tmp_path, dat
 
 
 def test_raising_gan_steps_continues_a_finished_run(uninterrupted, tmp_path, data):
-    outputs = outputs_in(tmp_path)
+    outputs = training_files_in(tmp_path, "gan")
     train_gan(tiny_params(steps=4), data, outputs)
     longer = train_gan(tiny_params(steps=6), data, outputs)
     assert longer.iterations == 2
@@ -160,7 +143,7 @@ def test_raising_gan_steps_continues_a_finished_run(uninterrupted, tmp_path, dat
 
 
 def test_a_checkpoint_of_other_settings_is_not_resumed(uninterrupted, tmp_path, data):
-    outputs = outputs_in(tmp_path)
+    outputs = training_files_in(tmp_path, "gan")
     train_gan(tiny_params(steps=3), data, outputs)
     other = train_gan(tiny_params(steps=3, lr_d=1e-3), data, outputs)
     assert other.iterations == 3
@@ -168,4 +151,4 @@ def test_a_checkpoint_of_other_settings_is_not_resumed(uninterrupted, tmp_path, 
 
 def test_batches_larger_than_the_training_set_are_refused(tmp_path, data):
     with pytest.raises(UserError, match="gan.batch_size: 1000 exceeds the 256 training images"):
-        train_gan(tiny_params(batch_size=1000), data, outputs_in(tmp_path))
+        train_gan(tiny_params(batch_size=1000), data, training_files_in(tmp_path, "gan"))

@@ -1,4 +1,4 @@
-"""GAN metrics measured with the project's own classifier: no download needed.
+"""Metrics of generated samples measured with the project's own classifier: no download needed.
 
 - accuracy on generated images w.r.t. the labels they were conditioned on, beside the
   accuracy on real test images (the ceiling the classifier allows);
@@ -21,7 +21,7 @@ CLASSIFIER_DIR = Path("models/classifier")
 
 
 def reference_classifier_path(params: Params) -> Path:
-    """The classifier that judges the GAN: the one trained with the first seed."""
+    """The classifier that judges the generated samples: the one trained with the first seed."""
     return CLASSIFIER_DIR / f"seed_{params.classifier.seeds[0]}.pt"
 
 

@@ -1,7 +1,5 @@
-"""metrics/gan.json: the GAN's size and updates, and every quality metric of its samples."""
+"""metrics/<model>.json: every quality metric of the generated samples, on one protocol."""
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -12,24 +10,6 @@ from cifarbudget.errors import UserError
 from cifarbudget.metrics.classifier_metrics import classifier_metrics
 from cifarbudget.metrics.fid import SKIP, inception_features, inception_metrics
 from cifarbudget.metrics.lpips import lpips_metric
-from cifarbudget.models.sngan import Discriminator, Generator
-from cifarbudget.training.budget import count_trainable
-from cifarbudget.training.checkpoint import load_checkpoint
-
-
-def gan_model_summary(path: str | Path) -> dict:
-    """Trainable parameters of G and D and their optimizer updates, as saved by `train_gan`."""
-    state = load_checkpoint(path)
-    config = state["config"]
-    generator = Generator(config["z_dim"], config["num_classes"], config["generator_width"])
-    discriminator = Discriminator(config["num_classes"], config["discriminator_width"])
-    # Loading checks that the saved tensors match the architecture being counted.
-    generator.load_state_dict(state["generator"])
-    discriminator.load_state_dict(state["discriminator"])
-    counts = {"generator": count_trainable(generator),
-              "discriminator": count_trainable(discriminator)}
-    return {"params": {**counts, "total": sum(counts.values())},
-            "updates": dict(state["updates"])}
 
 
 def check_samples(images: np.ndarray, labels: np.ndarray, data: PreparedData) -> None:
@@ -44,7 +24,7 @@ def check_samples(images: np.ndarray, labels: np.ndarray, data: PreparedData) ->
                         f"[0, {data.num_classes}); {fix}")
 
 
-def evaluate_gan(params: EvaluateParams, images: np.ndarray, labels: np.ndarray,
+def evaluate_samples(params: EvaluateParams, images: np.ndarray, labels: np.ndarray,
                  data: PreparedData, inception: torch.nn.Module | None,
                  classifier: torch.nn.Module, mean, std, device: torch.device) -> dict:
     """Inception, classifier and LPIPS metrics of the generated `images` vs the test set.
@@ -76,7 +56,7 @@ def evaluate_gan(params: EvaluateParams, images: np.ndarray, labels: np.ndarray,
 
 
 def summary_line(metrics: dict) -> str:
-    """The headline numbers of metrics/gan.json, on one line."""
+    """The headline numbers of metrics/<model>.json, on one line."""
     lpips = (f"{metrics['lpips']:.4f}" if metrics["lpips"] is not None
              else f"null ({metrics['lpips_error']})")
     inception = (f"FID {metrics['fid']:.2f}, KID {metrics['kid']['mean']:.4f}, "

@@ -1,11 +1,10 @@
 """Training the class-conditional SN-GAN under the parameter and update budgets.
 
 One iteration = `n_dis` discriminator updates, then one generator update, then the EMA of
-the generator's weights. Every random draw of iteration `step` (real batch order, z, fake
-labels, DiffAugment) comes from generators seeded by (seed, step), and the checkpoint holds
-every other piece of state (weights, power-iteration vectors, batch-norm statistics, Adam
-moments, the EMA, the history and its running means), so a resumed run on the CPU ends
-with the weights an uninterrupted one would have.
+the generator's weights. Every random draw of iteration `step` (z, fake labels, DiffAugment)
+comes from a generator seeded by (seed, step); the checkpoint holds the weights,
+power-iteration vectors, batch-norm statistics, Adam moments and the EMA (the loop in
+generative.py adds the history and its running means), so a run resumes exactly.
 
 The history has one row per gan.log_every steps, each value a mean over those steps:
 d_loss = L_real + L_fake (the plain hinge terms, comparable between the two losses),
@@ -15,100 +14,28 @@ AW weights of the two terms; 1 and 1 for the plain hinge loss), lr_g, lr_d.
 from __future__ import annotations
 
 import copy
-import hashlib
-import time
 from dataclasses import dataclass
-from pathlib import Path
 
-import numpy as np
 import torch
-from tqdm import tqdm
 
-from cifarbudget.config import GanParams, Params, as_dict
-from cifarbudget.data.prepared import PreparedData, to_tensor_nchw
+from cifarbudget.config import GanParams, Params
+from cifarbudget.data.prepared import PreparedData
 from cifarbudget.device import autocast, pick_device, seed_everything, stateless_generator
-from cifarbudget.errors import UserError
-from cifarbudget.io import write_csv
-from cifarbudget.models.sngan import Discriminator, Generator
+from cifarbudget.models.gan import Discriminator, Generator
 from cifarbudget.plots.gan import save_progress_grid
 from cifarbudget.training.budget import UpdateCap, check_param_budget, count_trainable
-from cifarbudget.training.checkpoint import fingerprint, resume_state, save_checkpoint
 from cifarbudget.training.diffaugment import diff_augment, parse_policy
+from cifarbudget.training.generative import (Every, RealBatches, RunningMeans, TrainingFiles,
+                                             memory_format, run_fingerprint, train_loop)
 from cifarbudget.training.losses import discriminator_backward, generator_hinge
 
 # Independent random streams, keyed (seed, stream, index).
-EPOCH_STREAM, STEP_STREAM, PROGRESS_STREAM = 0, 1, 2
+STEP_STREAM, PROGRESS_STREAM = 1, 2  # stream 0 orders the real batches (generative.py)
 PROGRESS_ROWS, PROGRESS_PER_ROW = 10, 8
 # The EMA decay ramps up as (1 + step) / (10 + step) until it reaches gan.ema, so early
 # progress grids show the training generator's average rather than its random start.
 EMA_WARMUP = 10
-# Settings that change neither the weights nor the outputs' meaning: a checkpoint made
-# under other values resumes. gan.steps is among them, so raising it continues a run.
-NOT_FINGERPRINTED = ("steps", "log_every", "progress_every", "checkpoint_every")
 HISTORY_KEYS = ("d_loss", "g_loss", "d_real", "d_fake", "w_real", "w_fake")
-
-
-def _memory_format(channels_last: bool) -> torch.memory_format:
-    return torch.channels_last if channels_last else torch.contiguous_format
-
-
-class RealBatches:
-    """Real training batches: each epoch a permutation drawn from (seed, epoch), drop-last.
-
-    Batch `index` depends only on (seed, index), so a resumed run draws what an
-    uninterrupted one would. Images live on the device as uint8 and become [-1, 1] floats
-    one batch at a time.
-    """
-
-    def __init__(self, data: PreparedData, batch_size: int, seed: int, device: torch.device,
-                 channels_last: bool):
-        if batch_size > len(data.train_labels):
-            raise UserError(f"gan.batch_size: {batch_size} exceeds the {len(data.train_labels)} "
-                            f"training images; lower gan.batch_size")
-        self.images = to_tensor_nchw(data.train_images, device)
-        self.labels = torch.from_numpy(data.train_labels).to(device)
-        self.batch_size, self.seed = batch_size, seed
-        self.per_epoch = len(self.labels) // batch_size
-        self.memory_format = _memory_format(channels_last)
-        self._epoch, self._order = -1, None
-
-    def __call__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        epoch, position = divmod(index, self.per_epoch)
-        if epoch != self._epoch:
-            order = torch.randperm(len(self.labels), generator=stateless_generator(
-                self.seed, EPOCH_STREAM, epoch))
-            self._epoch, self._order = epoch, order.to(self.labels.device)
-        rows = self._order[position * self.batch_size:(position + 1) * self.batch_size]
-        images = self.images[rows].float().div_(127.5).sub_(1)
-        return images.contiguous(memory_format=self.memory_format), self.labels[rows]
-
-
-class RunningMeans:
-    """Means of the logged statistics since the last row, kept on the device (no syncs)."""
-
-    def __init__(self, device: torch.device):
-        self.sums = torch.zeros(len(HISTORY_KEYS), dtype=torch.float64, device=device)
-        self.counts = torch.zeros(len(HISTORY_KEYS), dtype=torch.float64, device=device)
-
-    def add(self, stats: dict) -> None:
-        for i, key in enumerate(HISTORY_KEYS):
-            if key in stats:
-                self.sums[i] += stats[key]
-                self.counts[i] += 1
-
-    def pop(self) -> dict[str, float]:
-        """The means (NaN where nothing was added); then start a new window."""
-        means = (self.sums / self.counts).tolist()
-        self.sums.zero_()
-        self.counts.zero_()
-        return dict(zip(HISTORY_KEYS, means))
-
-    def state_dict(self) -> dict:
-        return {"sums": self.sums, "counts": self.counts}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.sums.copy_(state["sums"])
-        self.counts.copy_(state["counts"])
 
 
 class GanTrainer:
@@ -118,17 +45,17 @@ class GanTrainer:
                  device: torch.device):
         self.params, self.classes, self.device = params, list(classes), device
         self.policy = parse_policy(params.diffaugment)
-        memory_format = _memory_format(params.channels_last)
+        layout = memory_format(params.channels_last)
         self.generator = Generator(params.z_dim, len(classes), params.g_width).to(
-            device, memory_format=memory_format)
+            device, memory_format=layout)
         self.discriminator = Discriminator(len(classes), params.d_width).to(
-            device, memory_format=memory_format)
+            device, memory_format=layout)
         # The EMA is a copy for sampling, never trained: no gradients, no optimizer.
         self.generator_ema = copy.deepcopy(self.generator).eval().requires_grad_(False)
         self.opt_g = UpdateCap(self._adam(self.generator, params.lr_g), update_limit, "generator")
         self.opt_d = UpdateCap(self._adam(self.discriminator, params.lr_d), update_limit,
                                "discriminator")
-        self.means = RunningMeans(device)
+        self.means = RunningMeans(HISTORY_KEYS, device)
         self.step = 0
 
     def _adam(self, module: torch.nn.Module, lr: float) -> torch.optim.Adam:
@@ -230,13 +157,6 @@ class GanTrainer:
         self.step = state["step"]
 
 
-@dataclass(frozen=True)
-class GanOutputs:
-    checkpoint: Path = Path("checkpoints/gan/checkpoint.pt")
-    history: Path = Path("plots/gan/history.csv")
-    progress: Path = Path("plots/gan/progress.png")
-
-
 @dataclass
 class GanRun:
     trainer: GanTrainer
@@ -263,14 +183,6 @@ class GanRun:
         }
 
 
-def run_fingerprint(params: GanParams, data: PreparedData) -> str:
-    """Hash of the settings and data that shape the weights (see NOT_FINGERPRINTED)."""
-    settings = {k: v for k, v in as_dict(params).items() if k not in NOT_FINGERPRINTED}
-    labels = hashlib.sha256(np.ascontiguousarray(data.train_labels).tobytes()).hexdigest()
-    return fingerprint({"gan": settings, "data": {"name": data.name, "classes": data.classes,
-                                                  "train_labels": labels}})
-
-
 def progress_inputs(params: GanParams, num_classes: int, device: torch.device):
     """Fixed z and labels for the progress grid: up to 10 evenly spaced classes x 8 noises.
 
@@ -283,7 +195,8 @@ def progress_inputs(params: GanParams, num_classes: int, device: torch.device):
     return z.to(device), classes.repeat_interleave(PROGRESS_PER_ROW).to(device)
 
 
-def train_gan(params: Params, data: PreparedData, outputs: GanOutputs = GanOutputs()) -> GanRun:
+def train_gan(params: Params, data: PreparedData,
+              files: TrainingFiles = TrainingFiles.of("gan")) -> GanRun:
     """Check the budgets, resume from the checkpoint if it is this run's, train to gan.steps.
 
     Writes the checkpoint, the history CSV and the progress grid as it goes; returns the
@@ -294,56 +207,15 @@ def train_gan(params: Params, data: PreparedData, outputs: GanOutputs = GanOutpu
     seed_everything(g.seed)
     trainer = GanTrainer(g, data.classes, params.budget.gan_steps, device)
     trainer.check_budget(params.budget.gan_params)
-    real_batches = RealBatches(data, g.batch_size, g.seed, device, g.channels_last)
-
-    run_id = run_fingerprint(g, data)
-    state = resume_state(outputs.checkpoint, run_id)
-    history: list[dict] = []
-    if state is not None and state["step"] > g.steps:
-        tqdm.write(f"train_gan: the checkpoint is at step {state['step']}, past gan.steps "
-                   f"({g.steps}); starting over")
-        state = None
-    if state is not None:
-        trainer.load_state_dict(state)
-        trainer.means.load_state_dict(state["running_means"])
-        history = state["history"]
-        tqdm.write(f"train_gan: resuming from {outputs.checkpoint} at step {trainer.step}")
-
-    def save_state() -> None:
-        save_checkpoint(outputs.checkpoint, {**trainer.state_dict(), "fingerprint": run_id,
-                                             "history": history,
-                                             "running_means": trainer.means.state_dict()})
-
-    def log_row() -> dict:
-        row = {"step": trainer.step, **trainer.means.pop(), "lr_g": g.lr_g, "lr_d": g.lr_d}
-        history.append(row)
-        write_csv(outputs.history, history)
-        return row
-
+    real_batches = RealBatches(data, g.batch_size, g.seed, device, g.channels_last, "gan")
     fixed_z, fixed_labels = progress_inputs(g, len(data.classes), device)
 
     def save_progress() -> None:
         save_progress_grid(trainer.generator_ema, fixed_z, fixed_labels, data.classes,
-                           PROGRESS_PER_ROW, trainer.step, outputs.progress)
+                           PROGRESS_PER_ROW, trainer.step, files.progress)
 
-    start = trainer.step
-    started = time.perf_counter()
-    bar = tqdm(total=g.steps, initial=start, desc="train_gan", unit="it", dynamic_ncols=True)
-    while trainer.step < g.steps:
-        trainer.iteration(real_batches)
-        bar.update()
-        last = trainer.step == g.steps
-        if trainer.step % g.log_every == 0 or last:
-            row = log_row()
-            bar.set_postfix({"d_loss": f"{row['d_loss']:.3f}", "g_loss": f"{row['g_loss']:.3f}",
-                             "w_real": f"{row['w_real']:.3f}", "w_fake": f"{row['w_fake']:.3f}"})
-        if trainer.step % g.progress_every == 0 or last:
-            save_progress()
-        if trainer.step % g.checkpoint_every == 0 or last:
-            save_state()
-    bar.close()
-    wall = time.perf_counter() - started
-    if start == g.steps:  # a finished run resumed: `dvc repro` deleted these outputs first
-        write_csv(outputs.history, history)
-        save_progress()
-    return GanRun(trainer, trainer.step - start, wall)
+    iterations, wall = train_loop(
+        trainer, real_batches, g.steps, Every(g.log_every, g.progress_every, g.checkpoint_every),
+        files, run_fingerprint("gan", g, data), "train_gan", {"lr_g": g.lr_g, "lr_d": g.lr_d},
+        save_progress)
+    return GanRun(trainer, iterations, wall)

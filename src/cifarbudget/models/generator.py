@@ -1,0 +1,28 @@
+"""The generative model the pipeline samples from and evaluates, chosen by generator.model:
+the SN-GAN's EMA generator or the VAE's decoder. Both map (z ~ N(0, I), class) to an image
+in [-1, 1], the class as int64 labels or as class weights, so sampling treats them alike."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from cifarbudget.models import gan, vae
+
+_LOADERS = {"gan": gan.load_generator, "vae": vae.load_decoder}
+_SUMMARIES = {"gan": gan.model_summary, "vae": vae.model_summary}
+
+
+def model_file(model: str) -> Path:
+    """The final weights `train_generator` writes for `model`: models/<model>/<model>.pt."""
+    return Path("models") / model / f"{model}.pt"
+
+
+def load_sampler(model: str, device: torch.device | str = "cpu"):
+    """(the network that draws images, info with "z_dim", "num_classes", "classes")."""
+    return _LOADERS[model](model_file(model), device)
+
+
+def model_summary(model: str) -> dict:
+    """The trained networks' parameter counts and optimizer updates, for the metrics."""
+    return _SUMMARIES[model](model_file(model))

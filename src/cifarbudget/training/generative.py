@@ -1,0 +1,177 @@
+"""What the two generative models (GAN and VAE) share in training: seeded real batches,
+logged means, and the loop that resumes, logs, draws progress and checkpoints.
+
+The loop drives a trainer with `.step`, `.means` (RunningMeans), `.iteration(real_batches)`,
+`.state_dict()` and `.load_state_dict(state)`. Every random draw of an iteration comes from
+generators seeded by (seed, step), and the checkpoint holds every other piece of state, so
+a resumed run on the CPU ends with the weights an uninterrupted one would have.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from cifarbudget.config import as_dict
+from cifarbudget.data.prepared import PreparedData, to_tensor_nchw
+from cifarbudget.device import stateless_generator
+from cifarbudget.errors import UserError
+from cifarbudget.io import write_csv
+from cifarbudget.training.checkpoint import fingerprint, resume_state, save_checkpoint
+
+EPOCH_STREAM = 0  # stateless_generator key of the epoch permutations
+# Settings that change neither the weights nor the outputs' meaning: a checkpoint made
+# under other values resumes. `steps` is among them, so raising it continues a run.
+NOT_FINGERPRINTED = ("steps", "log_every", "progress_every", "checkpoint_every")
+
+
+def memory_format(channels_last: bool) -> torch.memory_format:
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
+class RealBatches:
+    """Real training batches: each epoch a permutation drawn from (seed, epoch), drop-last.
+
+    Batch `index` depends only on (seed, index), so a resumed run draws what an
+    uninterrupted one would. Images live on the device as uint8 and become [-1, 1] floats
+    one batch at a time.
+    """
+
+    def __init__(self, data: PreparedData, batch_size: int, seed: int, device: torch.device,
+                 channels_last: bool, section: str):
+        if batch_size > len(data.train_labels):
+            raise UserError(f"{section}.batch_size: {batch_size} exceeds the "
+                            f"{len(data.train_labels)} training images; lower "
+                            f"{section}.batch_size")
+        self.images = to_tensor_nchw(data.train_images, device)
+        self.labels = torch.from_numpy(data.train_labels).to(device)
+        self.batch_size, self.seed = batch_size, seed
+        self.per_epoch = len(self.labels) // batch_size
+        self.memory_format = memory_format(channels_last)
+        self._epoch, self._order = -1, None
+
+    def __call__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        epoch, position = divmod(index, self.per_epoch)
+        if epoch != self._epoch:
+            order = torch.randperm(len(self.labels), generator=stateless_generator(
+                self.seed, EPOCH_STREAM, epoch))
+            self._epoch, self._order = epoch, order.to(self.labels.device)
+        rows = self._order[position * self.batch_size:(position + 1) * self.batch_size]
+        images = self.images[rows].float().div_(127.5).sub_(1)
+        return images.contiguous(memory_format=self.memory_format), self.labels[rows]
+
+
+class RunningMeans:
+    """Means of the logged statistics since the last row, kept on the device (no syncs)."""
+
+    def __init__(self, keys: tuple[str, ...], device: torch.device):
+        self.keys = keys
+        self.sums = torch.zeros(len(keys), dtype=torch.float64, device=device)
+        self.counts = torch.zeros(len(keys), dtype=torch.float64, device=device)
+
+    def add(self, stats: dict) -> None:
+        for i, key in enumerate(self.keys):
+            if key in stats:
+                self.sums[i] += stats[key]
+                self.counts[i] += 1
+
+    def pop(self) -> dict[str, float]:
+        """The means (NaN where nothing was added); then start a new window."""
+        means = (self.sums / self.counts).tolist()
+        self.sums.zero_()
+        self.counts.zero_()
+        return dict(zip(self.keys, means))
+
+    def state_dict(self) -> dict:
+        return {"sums": self.sums, "counts": self.counts}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sums.copy_(state["sums"])
+        self.counts.copy_(state["counts"])
+
+
+def run_fingerprint(section: str, params, data: PreparedData) -> str:
+    """Hash of a model's settings (less NOT_FINGERPRINTED) and of the data: the identity of
+    a run, so that a checkpoint resumes only the run that wrote it."""
+    settings = {k: v for k, v in as_dict(params).items() if k not in NOT_FINGERPRINTED}
+    labels = hashlib.sha256(np.ascontiguousarray(data.train_labels).tobytes()).hexdigest()
+    return fingerprint({section: settings, "data": {"name": data.name, "classes": data.classes,
+                                                    "train_labels": labels}})
+
+
+@dataclass(frozen=True)
+class TrainingFiles:
+    """Where a generative model's training writes as it goes."""
+    checkpoint: Path
+    history: Path
+    progress: Path
+
+    @classmethod
+    def of(cls, model: str) -> TrainingFiles:
+        """The pipeline's paths for `model` ("gan" or "vae")."""
+        return cls(Path(f"checkpoints/{model}/checkpoint.pt"), Path(f"plots/{model}/history.csv"),
+                   Path(f"plots/{model}/progress.png"))
+
+
+@dataclass(frozen=True)
+class Every:
+    """How often (in steps) the loop logs a history row, draws progress and checkpoints."""
+    log: int
+    progress: int
+    checkpoint: int
+
+
+def train_loop(trainer, real_batches: RealBatches, steps: int, every: Every,
+               files: TrainingFiles, run_id: str, name: str, extra_columns: dict,
+               save_progress: Callable[[], None]) -> tuple[int, float]:
+    """Resume from `files.checkpoint` if it is run `run_id`'s, then train up to `steps`.
+
+    Writes a history row (the running means plus `extra_columns`) every `every.log` steps,
+    the progress figure and the checkpoint at their intervals, and all three at the end.
+    Returns the iterations run by this call and their wall-clock seconds.
+    """
+    state = resume_state(files.checkpoint, run_id)
+    history: list[dict] = []
+    if state is not None and state["step"] > steps:
+        tqdm.write(f"{name}: the checkpoint is at step {state['step']}, past the {steps} "
+                   f"steps asked for; starting over")
+        state = None
+    if state is not None:
+        trainer.load_state_dict(state)
+        trainer.means.load_state_dict(state["running_means"])
+        history = state["history"]
+        tqdm.write(f"{name}: resuming from {files.checkpoint} at step {trainer.step}")
+
+    def save_state() -> None:
+        save_checkpoint(files.checkpoint, {**trainer.state_dict(), "fingerprint": run_id,
+                                           "history": history,
+                                           "running_means": trainer.means.state_dict()})
+
+    start = trainer.step
+    started = time.perf_counter()
+    bar = tqdm(total=steps, initial=start, desc=name, unit="it", dynamic_ncols=True)
+    while trainer.step < steps:
+        trainer.iteration(real_batches)
+        bar.update()
+        last = trainer.step == steps
+        if trainer.step % every.log == 0 or last:
+            means = trainer.means.pop()
+            history.append({"step": trainer.step, **means, **extra_columns})
+            write_csv(files.history, history)
+            bar.set_postfix({key: f"{value:.3f}" for key, value in means.items()})
+        if trainer.step % every.progress == 0 or last:
+            save_progress()
+        if trainer.step % every.checkpoint == 0 or last:
+            save_state()
+    bar.close()
+    wall = time.perf_counter() - started
+    if start == steps:  # a finished run resumed: `dvc repro` deleted these outputs first
+        write_csv(files.history, history)
+        save_progress()
+    return trainer.step - start, wall

@@ -1,0 +1,74 @@
+"""Queued experiments run side by side (`dvc queue start -j 2`) without clobbering each other:
+each ends with exactly the results it gets when run alone."""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from tests.conftest import TINY_PARAMS, build_archive, run, set_params
+
+pytestmark = pytest.mark.slow
+
+GIT = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
+EXPERIMENTS = {"lr-low": 0.05, "lr-high": 0.4}
+TIMING_KEYS = {"wall_seconds", "train_seconds", "train_images_per_second", "images_per_second",
+               "peak_memory_mib", "device"}
+
+
+def without_timing(obj):
+    if isinstance(obj, dict):
+        return {k: without_timing(v) for k, v in obj.items() if k not in TIMING_KEYS}
+    if isinstance(obj, list):
+        return [without_timing(v) for v in obj]
+    return obj
+
+
+def queue_states(repo) -> list[str]:
+    """The status column of `dvc queue status`, one entry per queued experiment."""
+    lines = run(["dvc", "queue", "status"], repo).stdout.splitlines()
+    return [word for line in lines[1:] for word in line.split()
+            if word in ("Queued", "Running", "Success", "Failed")]
+
+
+def test_two_queued_experiments_run_in_parallel_and_match_solo_runs(repo_copy, tmp_path):
+    archive = tmp_path / "mine.tar.gz"
+    md5 = build_archive(archive)
+    # Long enough (a few seconds each) that two workers overlap for a while.
+    set_params(repo_copy, {**TINY_PARAMS, "data.source": str(archive), "data.md5": md5,
+                           "classifier.seeds": [0], "classifier.steps": 150,
+                           "classifier.checkpoint_every": 10, "classifier.eval_every": 50})
+    run(["dvc", "repro", "prepare"], repo_copy)
+    run([*GIT, "add", "-A"], repo_copy)
+    run([*GIT, "commit", "-qm", "prepared data"], repo_copy)
+
+    for name, lr in EXPERIMENTS.items():
+        run(["dvc", "exp", "run", "--queue", "--name", name, "-S", f"classifier.lr={lr}",
+             "train_classifier"], repo_copy)
+    run(["dvc", "queue", "start", "-j", "2"], repo_copy)
+    most_running, deadline = 0, time.monotonic() + 600
+    while True:
+        states = queue_states(repo_copy)
+        most_running = max(most_running, states.count("Running"))
+        if states and all(s in ("Success", "Failed") for s in states) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert states == ["Success", "Success"], run(["dvc", "queue", "logs", "lr-high"], repo_copy,
+                                                 check=False).stdout
+    assert most_running == 2  # side by side, not one after the other
+
+    queued = {}
+    for name in EXPERIMENTS:
+        run(["dvc", "exp", "apply", name], repo_copy)
+        queued[name] = json.loads((repo_copy / "metrics/classifier.json").read_text())
+
+    # The same experiments, one at a time in the workspace, from fresh checkpoints.
+    for name, lr in EXPERIMENTS.items():
+        run([*GIT, "checkout", "-q", "--", "."], repo_copy)
+        run(["rm", "-rf", "checkpoints"], repo_copy)
+        set_params(repo_copy, {"classifier.lr": lr})
+        run(["dvc", "repro", "train_classifier"], repo_copy)
+        solo = json.loads((repo_copy / "metrics/classifier.json").read_text())
+        assert without_timing(queued[name]) == without_timing(solo), name
+    assert queued["lr-low"]["test_acc"] != queued["lr-high"]["test_acc"]
