@@ -8,7 +8,7 @@ from cifarbudget.device import pick_device
 from cifarbudget.errors import UserError
 from cifarbudget.metrics.classifier_metrics import reference_classifier_path
 from cifarbudget.models.classifier import classifier_features, load_classifier
-from cifarbudget.models.generator import load_sampler, model_file
+from cifarbudget.models.generator import SAMPLER_NAMES, load_sampler, model_file
 from cifarbudget.plots.samples import (save_interpolations, save_nearest_neighbours,
                                        save_real_vs_generated, save_sample_grid)
 from cifarbudget.sampling import (SAMPLES_DIR, balanced_labels, comparison_classes,
@@ -43,7 +43,7 @@ def main() -> None:
 
     grid = grid_draws(GRID_SIDE * GRID_SIDE, k, z_dim, s.seed)
     save_sample_grid(draw(grid, "samples.png"), grid.classes.numpy(), data.classes, GRID_SIDE,
-                     plots / "samples.png", plots / "samples.txt", s.seed)
+                     plots / "samples.png", plots / "samples.txt", s.seed, SAMPLER_NAMES[model])
 
     path, ends = interpolation_draws(INTERPOLATION_PAIRS, INTERPOLATION_STEPS, k, z_dim, s.seed)
     save_interpolations(draw(path, "interpolations.png"), ends.numpy(), data.classes,

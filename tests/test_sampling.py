@@ -152,9 +152,10 @@ def cells(n, value=0):
 def test_sample_grid_is_8_by_8_with_its_class_names_beside_it(grids, tmp_path):
     labels = grid_draws(64, 4, z_dim=8, seed=0).classes.numpy()
     sample_plots.save_sample_grid(cells(64), labels, CLASSES, 8, tmp_path / "samples.png",
-                                  tmp_path / "samples.txt", seed=0)
+                                  tmp_path / "samples.txt", seed=0, source="the VAE's decoder")
     (grid,) = grids
     assert len(grid["images"]) == 64 and grid["nrow"] == 8
+    assert "sample.seed=0 (the VAE's decoder, random classes)" in grid["title"]
     assert grid["cell_labels"] == [CLASSES[y] for y in labels]
     lines = (tmp_path / "samples.txt").read_text().splitlines()
     assert [line.split() for line in lines] == [[CLASSES[y] for y in labels[r * 8:r * 8 + 8]]

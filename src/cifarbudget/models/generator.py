@@ -11,6 +11,7 @@ from cifarbudget.models import gan, vae
 
 _LOADERS = {"gan": gan.load_generator, "vae": vae.load_decoder}
 _SUMMARIES = {"gan": gan.model_summary, "vae": vae.model_summary}
+SAMPLER_NAMES = {"gan": "the GAN's EMA generator", "vae": "the VAE's decoder"}
 
 
 def model_file(model: str) -> Path:

@@ -23,15 +23,16 @@ def _rows(left: np.ndarray, right: np.ndarray, rows: int) -> np.ndarray:
 
 
 def save_sample_grid(images: np.ndarray, labels: np.ndarray, classes: list[str], nrow: int,
-                     figure: str | Path, names: str | Path, seed: int) -> None:
-    """The grid with each image's class above it, and the class names, one line per row."""
+                     figure: str | Path, names: str | Path, seed: int, source: str) -> None:
+    """The grid with each image's class above it, and the class names, one line per row;
+    `source` names the network that drew them."""
     cell_names = [classes[int(y)] for y in labels]
     with atomic_path(names) as tmp:
         tmp.write_text("".join(" ".join(cell_names[i:i + nrow]) + "\n"
                                for i in range(0, len(cell_names), nrow)))
     save_image_grid(images, figure, nrow=nrow, cell_labels=cell_names, scale=1.1,
                     title=f"The first {len(images)} samples of sample.seed={seed} "
-                          f"(EMA generator, random classes)")
+                          f"({source}, random classes)")
 
 
 def save_interpolations(images: np.ndarray, class_ends: np.ndarray, classes: list[str],
