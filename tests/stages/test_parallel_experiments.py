@@ -36,23 +36,27 @@ def queue_states(repo) -> list[str]:
 
 
 class TrainingProcessWatch(threading.Thread):
-    """Counts, every 0.1 s, the processes running stages/train_classifier.py with a working
-    directory inside `root` (the queue's workspaces); keeps the largest count seen."""
+    """Counts, every 0.1 s, the experiments running stages/train_classifier.py with a working
+    directory inside `root` (the queue's workspaces); keeps the largest count seen. A matching
+    process whose parent also matches (a `sh -c` wrapper's child, a fork before exec) belongs
+    to the same experiment and is not counted again."""
 
     def __init__(self, root: Path):
         super().__init__(daemon=True)
         self.root, self.most, self.done = str(root), 0, threading.Event()
 
     def count(self) -> int:
-        found = 0
+        parents = {}
         for pid in filter(str.isdigit, os.listdir("/proc")):
             try:
                 cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
                 cwd = os.readlink(f"/proc/{pid}/cwd")
+                status = Path(f"/proc/{pid}/status").read_text()
             except OSError:  # the process ended, or is not ours to inspect
                 continue
-            found += b"stages/train_classifier.py" in cmdline and cwd.startswith(self.root)
-        return found
+            if b"stages/train_classifier.py" in cmdline and cwd.startswith(self.root):
+                parents[pid] = status.split("PPid:")[1].split()[0]
+        return sum(ppid not in parents for ppid in parents.values())
 
     def run(self) -> None:
         while not self.done.is_set():
