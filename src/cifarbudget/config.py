@@ -80,6 +80,7 @@ class ClassifierParams:
     label_smoothing: float = field(default=0.0, metadata=_range(0.0, 1.0))
     warmup_steps: int = field(default=500, metadata=_range(0))
     eval_every: int = field(default=500, metadata=_range(1))
+    flip_test: bool = True  # test logits averaged over each image and its mirror image
     checkpoint_every: int = field(default=500, metadata=_range(1))
     bf16: bool = True
     channels_last: bool = True

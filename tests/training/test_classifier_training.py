@@ -10,9 +10,10 @@ from cifarbudget.data.prepared import load_prepared
 from cifarbudget.errors import UserError
 from cifarbudget.training.budget import BudgetExceeded, UpdateCap
 from cifarbudget.training.checkpoint import load_checkpoint
+from cifarbudget.models.classifier import build_classifier, classifier_features
 from cifarbudget.training.classifier import (HISTORY_COLUMNS, EpochShuffler, SeedTrainer,
-                                             learning_rate, mean_history, sgd, summarize,
-                                             train_seed)
+                                             evaluate, learning_rate, mean_history, sgd,
+                                             summarize, train_seed)
 
 CPU = torch.device("cpu")
 
@@ -128,6 +129,28 @@ def test_short_training_beats_chance_clearly(data, tmp_path):
     assert result.final["test_acc"] >= 0.75  # 4 classes: chance is 0.25
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
     assert [list(row) for row in result.history] == [list(HISTORY_COLUMNS)] * 3
+
+
+def test_flip_test_scores_the_mean_logits_of_each_image_and_its_mirror(data):
+    torch.manual_seed(0)
+    model = build_classifier([8, 16], [1, 1], data.num_classes).eval()
+    images, labels = data.test_images[:64], torch.from_numpy(data.test_labels[:64])
+    mirrored = images[:, :, ::-1].copy()  # NHWC: reverse the width
+
+    def logits_of(batch):
+        return classifier_features(model, batch, data.mean, data.std, CPU)[1]
+
+    mean_logits = (logits_of(images) + logits_of(mirrored)) / 2
+    expected_loss = torch.nn.functional.cross_entropy(mean_logits, labels).item()
+    expected_acc = (mean_logits.argmax(1) == labels).float().mean().item()
+    loss, acc = evaluate(model, images, labels, data.mean, data.std, CPU, False, flip_test=True)
+    assert loss == pytest.approx(expected_loss, rel=1e-5) and acc == pytest.approx(expected_acc)
+
+    plain_loss, _ = evaluate(model, images, labels, data.mean, data.std, CPU, False,
+                             flip_test=False)
+    assert plain_loss == pytest.approx(
+        torch.nn.functional.cross_entropy(logits_of(images), labels).item(), rel=1e-5)
+    assert plain_loss != pytest.approx(loss, rel=1e-5)  # the mirror views do change the score
 
 
 def test_resume_after_a_kill_continues_the_step_count_with_identical_weights(

@@ -93,11 +93,18 @@ class EpochShuffler:
 
 
 def evaluate(model: SeparableResNet, images, labels: torch.Tensor, mean, std,
-             device: torch.device, bf16: bool) -> tuple[float, float]:
-    """Cross-entropy (without label smoothing) and accuracy over a whole split."""
+             device: torch.device, bf16: bool, flip_test: bool) -> tuple[float, float]:
+    """Cross-entropy (without label smoothing) and accuracy over a whole split. With
+    `flip_test`, the logits are the mean over each image and its mirror image: the model
+    was trained on random flips, so both views are equally its inputs."""
     was_training = model.training
     model.eval()
+    images = torch.as_tensor(images)
     _, logits = classifier_features(model, images, mean, std, device, EVAL_BATCH_SIZE, bf16)
+    if flip_test:
+        _, mirrored = classifier_features(model, images.flip(2), mean, std, device,
+                                          EVAL_BATCH_SIZE, bf16)  # NHWC: dim 2 is the width
+        logits = (logits + mirrored) / 2
     model.train(was_training)
     labels = labels.cpu()
     return (F.cross_entropy(logits, labels).item(),
@@ -226,7 +233,7 @@ def train_seed(seed: int, data: PreparedData, params: Params, device: torch.devi
                                 img_s=f"{images_per_second:.0f}", refresh=False)
             if step % c.eval_every == 0 or step == c.steps:
                 test_loss, test_acc = evaluate(trainer.model, test_images, test_labels, data.mean,
-                                               data.std, device, c.bf16)
+                                               data.std, device, c.bf16, c.flip_test)
                 history.append({
                     "step": step, "epoch": round(step / trainer.shuffler.steps_per_epoch, 3),
                     "lr": learning_rate(step - 1, c.lr, c.warmup_steps, c.steps),
