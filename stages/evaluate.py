@@ -1,5 +1,6 @@
 """Stage `evaluate`: FID, KID, IS, classifier metrics and LPIPS of the samples, and the
-chosen model's size and updates: metrics/<generator.model>.json."""
+chosen model's size and updates: metrics/<generator.model>.json; the classifier's accuracy
+per class on generated vs real images: plots/<generator.model>/per_class_accuracy.{csv,png}."""
 from cifarbudget.config import load_params
 from cifarbudget.data.prepared import load_prepared
 from cifarbudget.device import pick_device
@@ -8,7 +9,8 @@ from cifarbudget.metrics.classifier_metrics import reference_classifier_path
 from cifarbudget.metrics.fid import load_inception
 from cifarbudget.metrics.report import evaluate_samples, summary_line
 from cifarbudget.models.classifier import load_classifier
-from cifarbudget.models.generator import model_summary
+from cifarbudget.models.generator import SAMPLER_NAMES, model_summary
+from cifarbudget.plots.per_class import save_per_class_accuracy
 from cifarbudget.sampling import load_samples
 from cifarbudget.stage import run_stage
 
@@ -22,8 +24,15 @@ def main() -> None:
     summary = model_summary(model)
     classifier, mean, std = load_classifier(reference_classifier_path(params), device)
     inception = load_inception(params.evaluate.inception_weights, device)
-    metrics = {**summary, **evaluate_samples(params.evaluate, images, labels, data, inception,
-                                             classifier, mean, std, device)}
+    measured, per_class = evaluate_samples(params.evaluate, images, labels, data, inception,
+                                           classifier, mean, std, device)
+    metrics = {**summary, **measured}
+    save_per_class_accuracy(
+        per_class, data.classes, f"plots/{model}/per_class_accuracy.csv",
+        f"plots/{model}/per_class_accuracy.png",
+        f"Is each class recognisable? Classifier accuracy on {len(images):,} images\n"
+        f"from {SAMPLER_NAMES[model]}: {metrics['classifier_accuracy_generated']:.1%} "
+        f"(on the real test images: {metrics['classifier_accuracy_real']:.1%})")
     path = f"metrics/{model}.json"
     write_json(path, metrics)
     print(f"{path}: {summary_line(metrics)}")

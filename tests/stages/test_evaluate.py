@@ -83,3 +83,6 @@ def test_skip_leaves_inception_metrics_out_with_the_reason_and_keeps_the_rest(wo
     assert 0.0 <= metrics["classifier_accuracy_generated"] <= 1.0
     assert metrics["classifier_fid"] >= 0.0
     assert "FID/KID/IS skipped" in proc.stdout
+    rows = (workdir / "plots" / "gan" / "per_class_accuracy.csv").read_text().splitlines()
+    assert rows[0] == "class,generated,real" and len(rows) == 1 + 4  # one row per class
+    assert (workdir / "plots/gan/per_class_accuracy.png").read_bytes()[:4] == b"\x89PNG"

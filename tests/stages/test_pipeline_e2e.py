@@ -7,9 +7,11 @@ import pytest
 from tests.conftest import TINY_PARAMS, build_archive, run, set_params
 
 STAGES = ("download", "prepare", "train_classifier", "train_generator", "sample", "evaluate")
-FIGURES = ("samples.png", "interpolations.png", "real_vs_generated.png", "nearest_neighbours.png")
+FIGURES = ("samples.png", "interpolations.png", "real_vs_generated.png", "nearest_neighbours.png",
+           "per_class_accuracy.png")
 METRIC_KEYS = ["params", "updates", "fid", "kid", "inception_score",
-               "classifier_accuracy_generated", "classifier_accuracy_real", "classifier_fid",
+               "classifier_accuracy_generated", "classifier_accuracy_real",
+               "worst_class_accuracy_generated", "classifier_fid",
                "diversity", "lpips", "lpips_error", "generated_count", "reference_count"]
 # Few images for the Inception network, which takes about a second per image on a CPU.
 SAMPLE_COUNT, TEST_COUNT = 12, 20
@@ -41,12 +43,16 @@ def test_dvc_repro_runs_the_whole_pipeline_offline(repo_copy, tmp_path, random_i
                                   "discriminator": TINY_PARAMS["gan.steps"]}
     assert metrics["fid"] > 0 and metrics["classifier_fid"] > 0
     assert 0 <= metrics["classifier_accuracy_generated"] <= 1
+    per_class = (repo_copy / "plots/gan/per_class_accuracy.csv").read_text().splitlines()
+    assert per_class[0] == "class,generated,real" and len(per_class) == 1 + 4
+    worst = min(float(row.split(",")[1]) for row in per_class[1:])
+    assert metrics["worst_class_accuracy_generated"] == pytest.approx(worst, abs=1e-4)
     assert metrics["lpips"] is None and "evaluate.lpips_weights" in metrics["lpips_error"]
 
     assert "up to date" in run(["dvc", "status"], repo_copy).stdout
     assert "classifier_fid" in run(["dvc", "metrics", "show"], repo_copy).stdout
     run(["dvc", "plots", "diff", "--out", str(tmp_path / "rendered")], repo_copy)
     page = (tmp_path / "rendered" / "index.html").read_text()
-    assert "GAN losses" in page
+    assert "GAN losses" in page and "Accuracy per class on generated images" in page
     for name in FIGURES:
         assert name in page

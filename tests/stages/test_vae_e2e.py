@@ -14,7 +14,8 @@ from tests.conftest import (TINY_PARAMS, build_archive, error_line, run, run_sta
 TINY_VAE = {k: v for k, v in TINY_PARAMS.items() if k.startswith("vae.")}
 OUTPUTS = ("models/vae/vae.pt", "checkpoints/vae/checkpoint.pt", "plots/vae/history.csv",
            "plots/vae/progress.png", "metrics/vae_training.json")
-FIGURES = ("samples.png", "interpolations.png", "real_vs_generated.png", "nearest_neighbours.png")
+FIGURES = ("samples.png", "interpolations.png", "real_vs_generated.png", "nearest_neighbours.png",
+           "per_class_accuracy.png")
 
 
 def run_stage(cwd):
@@ -85,8 +86,8 @@ def test_dvc_repro_with_the_vae_trains_no_gan_and_samples_and_evaluates_the_vae(
         assert (repo_copy / "plots/vae" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     metrics = json.loads((repo_copy / "metrics/vae.json").read_text())
     gan_keys = ["params", "updates", "fid", "kid", "inception_score", "inception_skipped",
-                "classifier_accuracy_generated", "classifier_accuracy_real", "classifier_fid",
-                "diversity", "lpips", "lpips_error", "generated_count", "reference_count"]
+                "classifier_accuracy_generated", "classifier_accuracy_real",
+                "worst_class_accuracy_generated", "classifier_fid", "diversity", "lpips", "lpips_error", "generated_count", "reference_count"]
     assert list(metrics) == gan_keys  # the same report as the GAN's, so they compare
     sizes = metrics["params"]
     assert sizes["total"] == sizes["encoder"] + sizes["decoder"] > 0

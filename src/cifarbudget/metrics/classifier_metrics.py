@@ -1,7 +1,8 @@
 """Metrics of generated samples measured with the project's own classifier: no download needed.
 
 - accuracy on generated images w.r.t. the labels they were conditioned on, beside the
-  accuracy on real test images (the ceiling the classifier allows);
+  accuracy on real test images (the ceiling the classifier allows), overall and per class:
+  a class the generator cannot draw shows up as a class its samples are rarely taken for;
 - the Fréchet distance between generated and real images in the classifier's feature space;
 - intra-class diversity: the mean Euclidean distance between two features of the same class,
   averaged over classes; a collapsed class scores near zero.
@@ -29,6 +30,16 @@ def accuracy(logits: torch.Tensor, labels: np.ndarray | torch.Tensor) -> float:
     return (logits.argmax(1) == torch.as_tensor(labels)).float().mean().item()
 
 
+def per_class_accuracy(logits: torch.Tensor, labels: np.ndarray | torch.Tensor,
+                       num_classes: int) -> np.ndarray:
+    """Accuracy over the images of each class; NaN for a class with no image."""
+    labels = torch.as_tensor(labels)
+    correct = (logits.argmax(1) == labels).double()
+    hits = torch.zeros(num_classes, dtype=torch.float64).index_add_(0, labels, correct)
+    counts = torch.bincount(labels, minlength=num_classes).double()
+    return (hits / counts).numpy()  # 0/0 is NaN
+
+
 def intra_class_diversity(features: torch.Tensor, labels: np.ndarray | torch.Tensor) -> float:
     """Mean pairwise Euclidean feature distance within each class (distinct pairs), averaged
     over the classes with at least two images."""
@@ -46,14 +57,20 @@ def intra_class_diversity(features: torch.Tensor, labels: np.ndarray | torch.Ten
 
 def classifier_metrics(model: torch.nn.Module, mean, std, generated: np.ndarray,
                        generated_labels: np.ndarray, real: np.ndarray, real_labels: np.ndarray,
-                       device: torch.device, batch_size: int) -> dict:
-    """Accuracy, Fréchet distance and diversity of generated vs real images, by the classifier."""
+                       num_classes: int, device: torch.device,
+                       batch_size: int) -> tuple[dict, dict[str, np.ndarray]]:
+    """Accuracy, Fréchet distance and diversity of generated vs real images, by the classifier
+    -> (metrics, per-class accuracy {"generated": (K,), "real": (K,)})."""
     gen_features, gen_logits = classifier_features(model, generated, mean, std, device, batch_size)
     real_features, real_logits = classifier_features(model, real, mean, std, device, batch_size)
-    return {
+    per_class = {"generated": per_class_accuracy(gen_logits, generated_labels, num_classes),
+                 "real": per_class_accuracy(real_logits, real_labels, num_classes)}
+    metrics = {
         "classifier_accuracy_generated": accuracy(gen_logits, generated_labels),
         "classifier_accuracy_real": accuracy(real_logits, real_labels),
+        "worst_class_accuracy_generated": float(np.nanmin(per_class["generated"])),
         "classifier_fid": feature_frechet_distance(gen_features, real_features),
         "diversity": {"generated": intra_class_diversity(gen_features, generated_labels),
                       "real": intra_class_diversity(real_features, real_labels)},
     }
+    return metrics, per_class

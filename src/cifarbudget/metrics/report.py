@@ -26,8 +26,10 @@ def check_samples(images: np.ndarray, labels: np.ndarray, data: PreparedData) ->
 
 def evaluate_samples(params: EvaluateParams, images: np.ndarray, labels: np.ndarray,
                  data: PreparedData, inception: torch.nn.Module | None,
-                 classifier: torch.nn.Module, mean, std, device: torch.device) -> dict:
-    """Inception, classifier and LPIPS metrics of the generated `images` vs the test set.
+                 classifier: torch.nn.Module, mean, std,
+                 device: torch.device) -> tuple[dict, dict[str, np.ndarray]]:
+    """Inception, classifier and LPIPS metrics of the generated `images` vs the test set
+    -> (metrics, the classifier's per-class accuracy on generated and real images).
 
     Without an Inception network (the user set evaluate.inception_weights to "skip"),
     FID, KID and IS are null and `inception_skipped` says why.
@@ -45,14 +47,17 @@ def evaluate_samples(params: EvaluateParams, images: np.ndarray, labels: np.ndar
         # The counts are of features actually extracted: no image dropped or repeated.
         inception_part = inception_metrics(generated, reference, params.seed)
         counts = {"generated_count": len(generated), "reference_count": len(reference)}
-    return {
+    judged, per_class = classifier_metrics(classifier, mean, std, images, labels,
+                                           data.test_images, data.test_labels, data.num_classes,
+                                           device, params.batch_size)
+    metrics = {
         **inception_part,
-        **classifier_metrics(classifier, mean, std, images, labels, data.test_images,
-                             data.test_labels, device, params.batch_size),
+        **judged,
         **lpips_metric(params.lpips_weights, images, params.lpips_pairs, params.seed,
                        params.batch_size, device),
         **counts,
     }
+    return metrics, per_class
 
 
 def summary_line(metrics: dict) -> str:
@@ -65,6 +70,7 @@ def summary_line(metrics: dict) -> str:
     return (f"{inception}, classifier FID {metrics['classifier_fid']:.2f}, "
             f"classifier accuracy on samples "
             f"{metrics['classifier_accuracy_generated']:.3f} "
-            f"(on real images {metrics['classifier_accuracy_real']:.3f}), LPIPS {lpips}; "
+            f"(on real images {metrics['classifier_accuracy_real']:.3f}; worst class "
+            f"{metrics['worst_class_accuracy_generated']:.3f}), LPIPS {lpips}; "
             f"{metrics['generated_count']:,} generated vs "
             f"{metrics['reference_count']:,} test images")
