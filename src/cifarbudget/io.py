@@ -1,7 +1,8 @@
 """Atomic file output: every file is written to a temporary sibling, then renamed.
 
 A crash or an error mid-write leaves the previous file as it was, never a
-half-written one. Errors from the file system (read-only folder, full disk)
+half-written one; data is flushed to the disk before the rename, so a power loss cannot
+leave an empty file in its place. Errors from the file system (read-only folder, full disk)
 become a UserError that names the path.
 """
 from __future__ import annotations
@@ -37,6 +38,16 @@ def _explain(path: Path, exc: OSError) -> UserError:
     return UserError(f"cannot write {path}: {hint}")
 
 
+def _sync(path: Path) -> None:
+    """Flush a file's (or a folder's entries') data to the disk: after a power loss a renamed
+    file is then whole, not empty."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to `path`; rename it onto `path` if the block succeeds."""
@@ -51,7 +62,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp = Path(tmp)
     try:
         yield tmp
+        _sync(tmp)
         os.replace(tmp, path)
+        _sync(path.parent)
     except OSError as exc:
         raise _explain(path, exc) from None
     finally:
@@ -73,7 +86,9 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
         if path.exists():
             os.replace(path, old)
+        _sync(tmp)
         os.replace(tmp, path)
+        _sync(path.parent)
         shutil.rmtree(old, ignore_errors=True)
     except OSError as exc:
         raise _explain(path, exc) from None

@@ -1,8 +1,8 @@
 """Kill -9 and resume, determinism: what users rely on when a long training run dies.
 
 Each test trains a tiny model through `dvc repro`, then kills `dvc repro` (the whole
-process group, as a dying machine or a hard Ctrl-C would) at random moments after the
-first checkpoint, reruns it, and requires the final model, history and metrics to be
+process group, as a dying machine or a hard Ctrl-C would) at random moments, before and
+after the first checkpoint, reruns it, and requires the final model, history and metrics to be
 identical, byte for byte, to those of an uninterrupted run.
 """
 from __future__ import annotations
@@ -66,22 +66,33 @@ def env() -> dict:
 
 
 def fresh_start(repo: Path, stage: str) -> None:
-    shutil.rmtree(repo / STAGES[stage]["checkpoints"], ignore_errors=True)
+    """As before a stage's first run: no checkpoint and no outputs (DVC keeps the outputs of
+    a killed run, `persist: true`, so a rerun after a kill on earlier outputs has nothing to do)."""
+    spec = STAGES[stage]
+    shutil.rmtree(repo / spec["checkpoints"], ignore_errors=True)
+    for path in (*spec["outputs"], spec["metrics"]):
+        (repo / path).unlink(missing_ok=True)
 
 
-def kill_during_training(repo: Path, stage: str, delay: float) -> None:
-    """Start `dvc repro -f stage`; SIGKILL its process group `delay` s after the first checkpoint."""
+def kill_during_training(repo: Path, stage: str, after: str, delay: float) -> bool:
+    """Start `dvc repro -f stage`; SIGKILL its whole process group `delay` s after the launch
+    (`after="launch"`) or after the first checkpoint appears (`after="checkpoint"`).
+
+    Returns whether the kill left a checkpoint behind; fails if the run had already ended.
+    """
     checkpoints = repo / STAGES[stage]["checkpoints"]
     proc = subprocess.Popen([str(BIN / "dvc"), "repro", "-f", stage], cwd=repo, env=env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline = time.monotonic() + 300
-    while not any(checkpoints.glob("*.pt")) and proc.poll() is None:
+    while after == "checkpoint" and not any(checkpoints.glob("*.pt")) and proc.poll() is None:
         assert time.monotonic() < deadline, "no checkpoint appeared"
         time.sleep(0.02)
     time.sleep(delay)
+    assert proc.poll() is None, f"the run ended before the kill ({after} + {delay:.2f} s)"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+    return any(checkpoints.glob("*.pt"))
 
 
 @pytest.fixture(scope="module")
@@ -110,12 +121,16 @@ def test_kill_at_random_moments_then_rerun_gives_identical_results(tiny_repo, st
     run(["dvc", "repro", "-f", stage], tiny_repo)
     assert fingerprint_outputs(tiny_repo, stage) == reference
 
+    # Random moments: one counted from the launch (often before any checkpoint: DVC, the
+    # imports, the first steps), two from the first checkpoint on.
     rng = random.Random(f"{stage}-kill-points")
-    for delay in (0.0, rng.uniform(0.1, 0.6), rng.uniform(0.6, 1.5)):
+    moments = [("launch", rng.uniform(0.5, 3.0)), ("checkpoint", 0.0),
+               ("checkpoint", rng.uniform(0.1, 1.5))]
+    for after, delay in moments:
         fresh_start(tiny_repo, stage)
-        kill_during_training(tiny_repo, stage, delay)
+        checkpointed = kill_during_training(tiny_repo, stage, after, delay)
         out = run(["dvc", "repro", stage], tiny_repo).stdout
-        assert fingerprint_outputs(tiny_repo, stage) == reference, f"killed {delay:.2f}s in"
-        # It continued from the checkpoint rather than starting over (which, being
-        # deterministic, would give the same files, only slower).
-        assert "resuming from" in out, out
+        assert fingerprint_outputs(tiny_repo, stage) == reference, f"killed {after} + {delay:.2f} s"
+        # With a checkpoint on disk it continued from there rather than starting over (which,
+        # being deterministic, would give the same files, only slower).
+        assert ("resuming from" in out) == checkpointed, out

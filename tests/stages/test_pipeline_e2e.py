@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from tests.conftest import TINY_PARAMS, build_archive, run, set_params
+from tests.conftest import TINY_PARAMS, build_archive, run, set_params, snapshot
 
 STAGES = ("download", "prepare", "train_classifier", "train_generator", "sample", "evaluate")
 FIGURES = ("samples.png", "interpolations.png", "real_vs_generated.png", "nearest_neighbours.png",
@@ -56,3 +56,11 @@ def test_dvc_repro_runs_the_whole_pipeline_offline(repo_copy, tmp_path, random_i
     assert "GAN losses" in page and "Accuracy per class on generated images" in page
     for name in FIGURES:
         assert name in page
+
+    # A bad sample count stops `dvc repro` at `sample` and every earlier result stays as it was.
+    results = ("data/samples", "models", "plots", "metrics")
+    before = {name: snapshot(repo_copy / name) for name in results}
+    set_params(repo_copy, {"sample.count": SAMPLE_COUNT + 1})
+    failed = run(["dvc", "repro"], repo_copy, check=False)
+    assert failed.returncode != 0 and "error: sample.count" in failed.stderr
+    assert {name: snapshot(repo_copy / name) for name in results} == before

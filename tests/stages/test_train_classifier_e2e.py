@@ -1,8 +1,10 @@
 """The train_classifier stage script: outputs, reruns, one-line errors, earlier outputs kept."""
+import contextlib
 import csv
 import json
 import re
 import shutil
+import subprocess
 import sys
 
 import pytest
@@ -129,3 +131,53 @@ def test_dvc_repro_train_classifier_from_a_local_archive(repo_copy, tmp_path):
     assert "metrics/classifier.json" in shown.stdout and "test_acc.mean" in shown.stdout
     status = run(["dvc", "status", "train_classifier"], repo_copy)
     assert "up to date" in status.stdout
+
+    # Bad input under `dvc repro`: DVC must not delete the earlier outputs before the stage
+    # refuses to run (they are `persist: true`), and the stage changes none of them.
+    before = snapshot(repo_copy)
+    set_params(repo_copy, {"classifier.batch_size": 0})
+    failed = run(["dvc", "repro", "train_classifier"], repo_copy, check=False)
+    assert failed.returncode != 0
+    assert "error: classifier.batch_size: 0 is too small" in failed.stderr
+    assert snapshot(repo_copy) == before
+
+
+@contextlib.contextmanager
+def tiny_filesystem(folder, options):
+    """Mount a 64 KiB tmpfs at `folder` (keeping its files): a real full or read-only disk.
+    Needs root, as in CI."""
+    saved = {p.name: p.read_bytes() for p in folder.iterdir()}
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.strip()}")
+    try:
+        for name, data in saved.items():
+            (folder / name).write_bytes(data)
+        if options == "full":
+            with contextlib.suppress(OSError), open(folder / "filler", "wb") as f:
+                while True:
+                    f.write(b"\0" * 4096)
+                    f.flush()
+        else:
+            subprocess.run(["mount", "-o", f"remount,{options}", str(folder)], check=True)
+        yield
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=True)
+
+
+@pytest.mark.parametrize("options, message", [
+    ("full", "error: cannot write metrics/classifier.json: the disk is full; free some space"),
+    ("ro", "error: cannot write metrics/classifier.json: the folder is not writable"),
+], ids=["full-disk", "read-only"])
+def test_a_full_or_read_only_disk_is_a_clear_error_and_keeps_the_metrics(trained, tmp_path,
+                                                                           options, message):
+    folder = tmp_path / "disk"
+    shutil.copytree(trained[0], folder)
+    earlier = (folder / "metrics/classifier.json").read_bytes()
+    with tiny_filesystem(folder / "metrics", options):
+        proc = run_stage_script(folder)  # training is finished: it only rewrites the outputs
+        assert error_line(proc).startswith(message)
+        assert (folder / "metrics/classifier.json").read_bytes() == earlier
+        assert sorted(p.name for p in (folder / "metrics").iterdir()) == \
+            sorted(["classifier.json"] + (["filler"] if options == "full" else []))
