@@ -77,7 +77,7 @@ class ClassifierParams:
     momentum: float = field(default=0.9, metadata=_range(0.0, 1.0))
     nesterov: bool = True
     weight_decay: float = field(default=5e-4, metadata=_range(0.0))
-    label_smoothing: float = field(default=0.0, metadata=_range(0.0, 1.0))
+    label_smoothing: float = field(default=0.1, metadata=_range(0.0, 1.0))
     warmup_steps: int = field(default=500, metadata=_range(0))
     eval_every: int = field(default=500, metadata=_range(1))
     flip_test: bool = True  # test logits averaged over each image and its mirror image
