@@ -74,20 +74,40 @@ def fresh_start(repo: Path, stage: str) -> None:
         (repo / path).unlink(missing_ok=True)
 
 
+def start_training(repo: Path, stage: str) -> subprocess.Popen:
+    """`dvc repro -f stage` in its own process group (to kill it whole, as a dying machine)."""
+    return subprocess.Popen([str(BIN / "dvc"), "repro", "-f", stage], cwd=repo, env=env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+
+
+def seconds_to_first_checkpoint(proc: subprocess.Popen, checkpoints: Path) -> float:
+    start, deadline = time.monotonic(), time.monotonic() + 300
+    while not any(checkpoints.glob("*.pt")) and proc.poll() is None:
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.02)
+    return time.monotonic() - start
+
+
+def timed_run(repo: Path, stage: str) -> tuple[float, float]:
+    """Run the stage uninterrupted -> (seconds to its first checkpoint, seconds in all)."""
+    start = time.monotonic()
+    proc = start_training(repo, stage)
+    first = seconds_to_first_checkpoint(proc, repo / STAGES[stage]["checkpoints"])
+    assert proc.wait() == 0
+    return first, time.monotonic() - start
+
+
 def kill_during_training(repo: Path, stage: str, after: str, delay: float) -> bool:
-    """Start `dvc repro -f stage`; SIGKILL its whole process group `delay` s after the launch
-    (`after="launch"`) or after the first checkpoint appears (`after="checkpoint"`).
+    """SIGKILL a run of the stage `delay` s after its launch (`after="launch"`) or after its
+    first checkpoint (`after="checkpoint"`).
 
     Returns whether the kill left a checkpoint behind; fails if the run had already ended.
     """
     checkpoints = repo / STAGES[stage]["checkpoints"]
-    proc = subprocess.Popen([str(BIN / "dvc"), "repro", "-f", stage], cwd=repo, env=env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    deadline = time.monotonic() + 300
-    while after == "checkpoint" and not any(checkpoints.glob("*.pt")) and proc.poll() is None:
-        assert time.monotonic() < deadline, "no checkpoint appeared"
-        time.sleep(0.02)
+    proc = start_training(repo, stage)
+    if after == "checkpoint":
+        seconds_to_first_checkpoint(proc, checkpoints)
     time.sleep(delay)
     assert proc.poll() is None, f"the run ended before the kill ({after} + {delay:.2f} s)"
     os.killpg(proc.pid, signal.SIGKILL)
@@ -113,7 +133,7 @@ def test_kill_at_random_moments_then_rerun_gives_identical_results(tiny_repo, st
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     set_params(tiny_repo, STAGES[stage]["params"])
     fresh_start(tiny_repo, stage)
-    run(["dvc", "repro", "-f", stage], tiny_repo)
+    first_checkpoint, total = timed_run(tiny_repo, stage)
     reference = fingerprint_outputs(tiny_repo, stage)
 
     # Determinism: a second run from scratch gives the same files, byte for byte.
@@ -121,11 +141,12 @@ def test_kill_at_random_moments_then_rerun_gives_identical_results(tiny_repo, st
     run(["dvc", "repro", "-f", stage], tiny_repo)
     assert fingerprint_outputs(tiny_repo, stage) == reference
 
-    # Random moments: one counted from the launch (often before any checkpoint: DVC, the
-    # imports, the first steps), two from the first checkpoint on.
+    # Random moments within the run, timed by the uninterrupted one (to 80% of it, as a rerun
+    # may be faster): one counted from the launch (before the first checkpoint when it
+    # lands in DVC's start, the imports or the first steps), two from the first checkpoint on.
     rng = random.Random(f"{stage}-kill-points")
-    moments = [("launch", rng.uniform(0.5, 3.0)), ("checkpoint", 0.0),
-               ("checkpoint", rng.uniform(0.1, 1.5))]
+    moments = [("launch", rng.uniform(0.1, 0.8) * total), ("checkpoint", 0.0),
+               ("checkpoint", rng.uniform(0.1, 0.8) * (total - first_checkpoint))]
     for after, delay in moments:
         fresh_start(tiny_repo, stage)
         checkpointed = kill_during_training(tiny_repo, stage, after, delay)
