@@ -6,7 +6,7 @@ configured loss and DiffAugment, one G update, the EMA) on the same networks and
   textbook  torchvision-style dataset of PIL images, ToTensor + Normalize transforms,
             a shuffling DataLoader; fp32, NCHW
   project   uint8 images resident on the device, each batch one indexing operation;
-            bf16 autocast, channels-last
+            bf16 autocast, channels-last, freed memory kept for reuse (keep_freed_memory)
 
 Each variant runs in a child process of its own (so its peak memory is its own), the two
 alternating for --rounds rounds; the ratio compares the median iterations/s. The images
@@ -30,6 +30,7 @@ import torch
 
 from cifarbudget.config import load_params
 from cifarbudget.data.prepared import PreparedData
+from cifarbudget.device import keep_freed_memory
 from cifarbudget.training.generative import RealBatches
 from cifarbudget.training.gan import GanTrainer
 
@@ -89,6 +90,7 @@ def run_variant(variant: str, iterations: int, warmup: int, workers: int) -> dic
     torch.manual_seed(0)
     trainer = GanTrainer(gan, data.classes, warmup + iterations, device)
     if project:
+        keep_freed_memory()  # as the pipeline's training loop does
         batches = RealBatches(data, gan.batch_size, gan.seed, device, gan.channels_last, "gan")
     else:
         batches = textbook_batches(data, gan.batch_size, workers)

@@ -95,6 +95,32 @@ def test_spectral_norm_keeps_each_layers_largest_singular_value_near_one():
         assert raw > 1.5  # it is the normalization, not the raw weight, that has norm 1
 
 
+def test_blocks_compute_the_textbook_sn_gan_blocks():
+    """The blocks fold pooling into a strided conv and move the generator's shortcut
+    conv before its upsampling for speed; the results are those of the plain
+    formulation (conv then pool, upsample then conv)."""
+    torch.manual_seed(0)
+    disc = Discriminator(CLASSES, WIDTH).eval()  # eval: no power iteration between calls
+    x = torch.randn(4, 3, 32, 32)
+    for block in disc.blocks:
+        h = block.conv2(F.relu(block.conv1(x if block.first else F.relu(x))))
+        skip = x
+        if block.downsample:
+            h, skip = F.avg_pool2d(h, 2), F.avg_pool2d(skip, 2)
+        expected = h + (block.shortcut(skip) if block.shortcut is not None else skip)
+        torch.testing.assert_close(block(x), expected, atol=1e-5, rtol=1e-4)
+        x = expected
+
+    gen = trained_looking_generator().eval()
+    h, y = torch.randn(4, WIDTH, 4, 4), torch.tensor([0, 1, 2, 3])
+    for block in gen.blocks:
+        up = F.interpolate(F.relu(block.norm1(h, y)), scale_factor=2, mode="nearest")
+        expected = (block.conv2(F.relu(block.norm2(block.conv1(up), y)))
+                    + block.shortcut(F.interpolate(h, scale_factor=2, mode="nearest")))
+        torch.testing.assert_close(block(h, y), expected, atol=1e-5, rtol=1e-4)
+        h = expected
+
+
 def test_power_iteration_state_is_saved_with_the_weights():
     torch.manual_seed(0)
     disc = Discriminator(CLASSES, WIDTH)

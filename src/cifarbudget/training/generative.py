@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from cifarbudget.config import as_dict
 from cifarbudget.data.prepared import PreparedData, to_tensor_nchw
-from cifarbudget.device import stateless_generator
+from cifarbudget.device import keep_freed_memory, stateless_generator
 from cifarbudget.errors import UserError
 from cifarbudget.io import write_csv
 from cifarbudget.training.checkpoint import fingerprint, resume_state, save_checkpoint
@@ -153,6 +153,7 @@ def train_loop(trainer, real_batches: RealBatches, steps: int, every: Every,
                                            "history": history,
                                            "running_means": trainer.means.state_dict()})
 
+    keep_freed_memory()  # every iteration reallocates the same activations
     start = trainer.step
     started = time.perf_counter()
     bar = tqdm(total=steps, initial=start, desc=name, unit="it", dynamic_ncols=True)
