@@ -98,18 +98,19 @@ def timed_run(repo: Path, stage: str) -> tuple[float, float]:
     return first, time.monotonic() - start
 
 
-def kill_during_training(repo: Path, stage: str, after: str, delay: float) -> bool:
+def kill_during_training(repo: Path, stage: str, after: str, delay: float) -> bool | None:
     """SIGKILL a run of the stage `delay` s after its launch (`after="launch"`) or after its
     first checkpoint (`after="checkpoint"`).
 
-    Returns whether the kill left a checkpoint behind; fails if the run had already ended.
+    Returns whether the kill left a checkpoint behind, or None if the run had already ended.
     """
     checkpoints = repo / STAGES[stage]["checkpoints"]
     proc = start_training(repo, stage)
     if after == "checkpoint":
         seconds_to_first_checkpoint(proc, checkpoints)
     time.sleep(delay)
-    assert proc.poll() is None, f"the run ended before the kill ({after} + {delay:.2f} s)"
+    if proc.poll() is not None:
+        return None
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     return any(checkpoints.glob("*.pt"))
@@ -148,8 +149,13 @@ def test_kill_at_random_moments_then_rerun_gives_identical_results(tiny_repo, st
     moments = [("launch", rng.uniform(0.1, 0.8) * total), ("checkpoint", 0.0),
                ("checkpoint", rng.uniform(0.1, 0.8) * (total - first_checkpoint))]
     for after, delay in moments:
-        fresh_start(tiny_repo, stage)
-        checkpointed = kill_during_training(tiny_repo, stage, after, delay)
+        for _ in range(4):
+            fresh_start(tiny_repo, stage)
+            checkpointed = kill_during_training(tiny_repo, stage, after, delay)
+            if checkpointed is not None:
+                break
+            delay /= 2  # the run was faster than the timed one (a machine's load varies)
+        assert checkpointed is not None, f"every run ended before its kill ({after})"
         out = run(["dvc", "repro", stage], tiny_repo).stdout
         assert fingerprint_outputs(tiny_repo, stage) == reference, f"killed {after} + {delay:.2f} s"
         # With a checkpoint on disk it continued from there rather than starting over (which,
