@@ -115,7 +115,8 @@ def training_files_in(folder: Path, model: str):
     from cifarbudget.training.generative import TrainingFiles
 
     files = TrainingFiles.of(model)
-    return TrainingFiles(folder / files.checkpoint, folder / files.history, folder / files.progress)
+    return TrainingFiles(folder / files.checkpoint, folder / files.history, folder / files.progress,
+                         folder / files.snapshots)
 
 
 def stage_workdir(folder: Path, overrides: dict, earlier_outputs: tuple[str, ...]) -> Path:
@@ -225,10 +226,12 @@ TINY_PARAMS = {
     "classifier.threads": 1,
     "gan.z_dim": 16, "gan.g_width": 16, "gan.d_width": 16, "gan.steps": 10, "gan.batch_size": 16,
     "gan.log_every": 2, "gan.progress_every": 5, "gan.checkpoint_every": 5,
+    "gan.snapshot_every": 4,
     "vae.z_dim": 16, "vae.encoder_width": 8, "vae.decoder_width": 16, "vae.steps": 10,
     "vae.batch_size": 16, "vae.log_every": 2, "vae.progress_every": 5, "vae.checkpoint_every": 5,
+    "vae.snapshot_every": 4,
     "sample.count": 40, "sample.batch_size": 20,
-    "evaluate.batch_size": 20, "evaluate.lpips_pairs": 10,
+    "evaluate.batch_size": 20, "evaluate.lpips_pairs": 10, "evaluate.snapshot_inception_images": 20,
 }
 
 
@@ -259,20 +262,23 @@ def random_inception_weights(tmp_path_factory) -> Path:
 
 
 def write_untrained_models(root: Path, num_classes: int = 4) -> None:
-    """models/gan/gan.pt and models/classifier/seed_0.pt as the training stages save them,
-    untrained, with TINY_PARAMS sizes: enough to run `sample` and `evaluate` in seconds."""
+    """models/gan/gan.pt, a snapshot of its step 0 and models/classifier/seed_0.pt as the
+    training stages save them, untrained, with TINY_PARAMS sizes: enough to run `sample`
+    and `evaluate` in seconds."""
     import torch
 
     from cifarbudget.config import GanParams
     from cifarbudget.models.classifier import build_classifier, model_file_state
     from cifarbudget.training.checkpoint import save_checkpoint
     from cifarbudget.training.gan import GanTrainer
+    from cifarbudget.training.generative import save_snapshot
 
     classes = [f"class_{i}" for i in range(num_classes)]
     gan = GanParams(z_dim=TINY_PARAMS["gan.z_dim"], g_width=TINY_PARAMS["gan.g_width"],
                     d_width=TINY_PARAMS["gan.d_width"])
     trainer = GanTrainer(gan, classes, update_limit=1, device=torch.device("cpu"))
     save_checkpoint(root / "models/gan/gan.pt", trainer.state_dict())
+    save_snapshot(root / "snapshots/gan", 0, trainer.generator_ema, classes)
     widths, depths = TINY_PARAMS["classifier.widths"], TINY_PARAMS["classifier.depths"]
     classifier = build_classifier(widths, depths, num_classes)
     save_checkpoint(root / "models/classifier/seed_0.pt",

@@ -107,6 +107,7 @@ class GanParams:
     log_every: int = field(default=100, metadata=_range(1))
     progress_every: int = field(default=1000, metadata=_range(1))
     checkpoint_every: int = field(default=1000, metadata=_range(1))
+    snapshot_every: int = field(default=5000, metadata=_range(1))  # EMA generator kept
     bf16: bool = True
     channels_last: bool = True
 
@@ -132,6 +133,7 @@ class VaeParams:
     log_every: int = field(default=100, metadata=_range(1))
     progress_every: int = field(default=1000, metadata=_range(1))
     checkpoint_every: int = field(default=1000, metadata=_range(1))
+    snapshot_every: int = field(default=5000, metadata=_range(1))  # decoder kept
     bf16: bool = True
     channels_last: bool = True
 
@@ -155,6 +157,9 @@ class EvaluateParams:
     batch_size: int = field(default=200, metadata=_range(1))
     lpips_pairs: int = field(default=1000, metadata=_range(1))
     seed: int = 0  # draws the LPIPS pairs, the KID subsets and the Inception Score splits
+    # Generated images per training snapshot for FID/KID in plots/<model>/quality.csv (the
+    # classifier metrics there use all sample.count images); the final metrics use them all.
+    snapshot_inception_images: int = field(default=2000, metadata=_range(2))
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ def test_fid_compares_10000_samples_with_all_10000_test_images(tmp_path):
     size (300 does not divide 10,000, so the last batch of each set is short)."""
     from cifarbudget.config import EvaluateParams
     from cifarbudget.data.prepared import PreparedData
-    from cifarbudget.metrics.report import evaluate_samples
+    from cifarbudget.metrics.report import evaluate_samples, test_set_features
     from cifarbudget.models.classifier import build_classifier
 
     classes = [f"class_{i}" for i in range(100)]
@@ -51,7 +51,8 @@ def test_fid_compares_10000_samples_with_all_10000_test_images(tmp_path):
     inception = CountingInception()
     params = EvaluateParams(inception_weights="", lpips_weights=str(tmp_path / "no-lpips"),
                             batch_size=300, lpips_pairs=10)
-    metrics, _ = evaluate_samples(params, images, labels, data, inception,
+    reference = test_set_features(inception, data, params.batch_size, torch.device("cpu"))
+    metrics, _ = evaluate_samples(params, images, labels, data, inception, reference,
                                   build_classifier([8], [1], 100).eval(), [0.5] * 3, [0.25] * 3,
                                   torch.device("cpu"))
     assert metrics["generated_count"] == metrics["reference_count"] == 10_000

@@ -2,6 +2,7 @@
 
 The whole stage, with random Inception weights, runs in tests/stages/test_pipeline_e2e.py.
 """
+import csv
 import json
 import shutil
 import sys
@@ -55,6 +56,14 @@ def no_classifier(workdir):
     shutil.rmtree(workdir / "models" / "classifier")
 
 
+def no_snapshots(workdir):
+    shutil.rmtree(workdir / "snapshots" / "gan")
+
+
+def corrupt_snapshot(workdir):
+    (workdir / "snapshots" / "gan" / "step_000000.pt").write_bytes(b"\x00" * 100)
+
+
 @pytest.mark.parametrize("break_input, message", [
     (missing_weights_file, "evaluate.inception_weights: {workdir}/nowhere.pth not found; give the "
                            "FID Inception weights"),
@@ -63,6 +72,8 @@ def no_classifier(workdir):
     (no_samples, "data/samples/images.npy: missing; run `dvc repro sample` first"),
     (no_generator, "models/gan/gan.pt: not found; run the stage that produces it first"),
     (no_classifier, "models/classifier/seed_0.pt: not found; run the stage that produces it"),
+    (no_snapshots, "snapshots/gan: no training snapshot; rerun `dvc repro train_generator`"),
+    (corrupt_snapshot, "snapshots/gan/step_000000.pt: not a readable checkpoint"),
 ])
 def test_bad_input_fails_cleanly_and_keeps_earlier_outputs(workdir, break_input, message):
     break_input(workdir)
@@ -86,3 +97,20 @@ def test_skip_leaves_inception_metrics_out_with_the_reason_and_keeps_the_rest(wo
     rows = (workdir / "plots" / "gan" / "per_class_accuracy.csv").read_text().splitlines()
     assert rows[0] == "class,generated,real" and len(rows) == 1 + 4  # one row per class
     assert (workdir / "plots/gan/per_class_accuracy.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_quality_has_one_row_per_snapshot_in_training_order(workdir):
+    from cifarbudget.models.gan import Generator
+    from cifarbudget.training.generative import save_snapshot
+
+    later = Generator(TINY_PARAMS["gan.z_dim"], 4, TINY_PARAMS["gan.g_width"])
+    save_snapshot(workdir / "snapshots" / "gan", 12, later, [f"class_{i}" for i in range(4)])
+    proc = run_evaluate(workdir)
+    assert proc.returncode == 0, proc.stderr
+    with open(workdir / "plots" / "gan" / "quality.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [row["step"] for row in rows] == ["0", "12"]
+    assert list(rows[0]) == ["step", "classifier_accuracy_generated",
+                             "worst_class_accuracy_generated", "classifier_fid",
+                             "diversity_generated", "fid_subset", "kid_subset"]
+    assert rows[0]["classifier_fid"] != rows[1]["classifier_fid"]  # two networks, two scores

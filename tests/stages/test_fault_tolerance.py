@@ -38,9 +38,10 @@ STAGES = {
     },
     "train_generator": {
         "params": {"gan.steps": 40, "gan.checkpoint_every": 3, "gan.log_every": 4,
-                   "gan.progress_every": 20},
+                   "gan.progress_every": 20, "gan.snapshot_every": 15},
         "checkpoints": "checkpoints/gan",
-        "outputs": ["models/gan/gan.pt", "plots/gan/history.csv"],
+        "outputs": ["models/gan/gan.pt", "plots/gan/history.csv", "snapshots/gan/step_000015.pt",
+                    "snapshots/gan/step_000030.pt", "snapshots/gan/step_000040.pt"],
         "metrics": "metrics/gan_training.json",
     },
 }
@@ -70,6 +71,7 @@ def fresh_start(repo: Path, stage: str) -> None:
     a killed run, `persist: true`, so a rerun after a kill on earlier outputs has nothing to do)."""
     spec = STAGES[stage]
     shutil.rmtree(repo / spec["checkpoints"], ignore_errors=True)
+    shutil.rmtree(repo / "snapshots", ignore_errors=True)
     for path in (*spec["outputs"], spec["metrics"]):
         (repo / path).unlink(missing_ok=True)
 

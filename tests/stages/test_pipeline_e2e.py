@@ -1,4 +1,5 @@
 """`dvc repro` of the whole pipeline, offline, from a synthetic archive, then its plots render."""
+import csv
 import json
 
 import numpy as np
@@ -48,12 +49,21 @@ def test_dvc_repro_runs_the_whole_pipeline_offline(repo_copy, tmp_path, random_i
     worst = min(float(row.split(",")[1]) for row in per_class[1:])
     assert metrics["worst_class_accuracy_generated"] == pytest.approx(worst, abs=1e-4)
     assert metrics["lpips"] is None and "evaluate.lpips_weights" in metrics["lpips_error"]
+    # Quality over training: a row per snapshot (gan.snapshot_every 4 of 10 steps, and the
+    # last); the last is the final network, drawing what `sample` drew, so it scores the same.
+    with open(repo_copy / "plots/gan/quality.csv") as f:
+        quality = list(csv.DictReader(f))
+    assert [int(row["step"]) for row in quality] == [4, 8, 10]
+    for key in ("classifier_accuracy_generated", "classifier_fid"):
+        assert float(quality[-1][key]) == pytest.approx(metrics[key], rel=1e-6)
+    assert all(float(row["fid_subset"]) > 0 for row in quality)
 
     assert "up to date" in run(["dvc", "status"], repo_copy).stdout
     assert "classifier_fid" in run(["dvc", "metrics", "show"], repo_copy).stdout
     run(["dvc", "plots", "diff", "--out", str(tmp_path / "rendered")], repo_copy)
     page = (tmp_path / "rendered" / "index.html").read_text()
     assert "GAN losses" in page and "Accuracy per class on generated images" in page
+    assert "Quality over training" in page
     for name in FIGURES:
         assert name in page
 

@@ -1,6 +1,7 @@
 """GAN training: budgets, the update cap, learning signals, resume, and the files it writes."""
 import csv
 import dataclasses
+import shutil
 
 import pytest
 import torch
@@ -8,6 +9,7 @@ import torch
 from cifarbudget.config import BudgetParams, GanParams, Params
 from cifarbudget.data.prepared import load_prepared
 from cifarbudget.errors import UserError
+from cifarbudget.models.generator import load_snapshot, snapshot_files
 from cifarbudget.training.budget import BudgetExceeded, count_trainable
 from cifarbudget.training.checkpoint import load_checkpoint
 from cifarbudget.training.generative import RealBatches
@@ -15,7 +17,7 @@ from cifarbudget.training.gan import GanTrainer, train_gan
 from tests.conftest import assert_same_state, training_files_in, write_prepared
 
 TINY_GAN = dict(z_dim=8, g_width=8, d_width=8, batch_size=16, steps=6, log_every=2,
-                progress_every=6, checkpoint_every=3)
+                progress_every=6, checkpoint_every=3, snapshot_every=4)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -33,9 +35,9 @@ def data(tmp_path_factory):
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory, data):
     """A 6-step run with the tiny settings, done once for the comparisons below."""
-    folder = tmp_path_factory.mktemp("uninterrupted")
-    run = train_gan(tiny_params(), data, training_files_in(folder, "gan"))
-    return run, load_checkpoint(training_files_in(folder, "gan").checkpoint)
+    files = training_files_in(tmp_path_factory.mktemp("uninterrupted"), "gan")
+    run = train_gan(tiny_params(), data, files)
+    return run, load_checkpoint(files.checkpoint), files
 
 
 def test_the_parameter_budget_is_checked_before_training(tmp_path, data):
@@ -86,7 +88,7 @@ def test_alone_each_network_learns_against_the_other(data):
 
 
 def test_outputs_history_progress_and_metrics(uninterrupted, tmp_path):
-    run, state = uninterrupted
+    run, state, _ = uninterrupted
     params = tiny_params()
     rows = state["history"]
     assert [row["step"] for row in rows] == [2, 4, 6]
@@ -132,6 +134,26 @@ def test_an_interrupted_run_resumes_bit_identically(uninterrupted, tmp_path, dat
     resumed = train_gan(tiny_params(), data, outputs)
     assert resumed.iterations == 3  # steps 4 to 6 only
     assert_same_state(load_checkpoint(outputs.checkpoint), uninterrupted[1])
+    kept = snapshot_files(uninterrupted[2].snapshots)
+    assert [p.name for p in snapshot_files(outputs.snapshots)] == [p.name for p in kept]
+    for path in kept:
+        assert (outputs.snapshots / path.name).read_bytes() == path.read_bytes()
+
+
+def test_snapshots_keep_the_ema_generator_every_snapshot_every_steps_and_the_last(uninterrupted):
+    run, _, files = uninterrupted
+    paths = snapshot_files(files.snapshots)
+    assert [p.name for p in paths] == ["step_000004.pt", "step_000006.pt"]
+    network, step = load_snapshot(paths[-1])
+    assert step == 6 and not network.training
+    assert_same_state(network.state_dict(), run.trainer.generator_ema.state_dict())
+
+
+def test_a_run_that_starts_over_drops_the_snapshots_of_the_old_run(uninterrupted, tmp_path, data):
+    outputs = training_files_in(tmp_path, "gan")
+    shutil.copytree(uninterrupted[2].snapshots, outputs.snapshots)
+    train_gan(tiny_params(steps=3, lr_d=1e-3), data, outputs)
+    assert [p.name for p in snapshot_files(outputs.snapshots)] == ["step_000003.pt"]
 
 
 def test_raising_gan_steps_continues_a_finished_run(uninterrupted, tmp_path, data):

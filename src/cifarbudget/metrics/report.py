@@ -8,7 +8,8 @@ from cifarbudget.config import EvaluateParams
 from cifarbudget.data.prepared import PreparedData
 from cifarbudget.errors import UserError
 from cifarbudget.metrics.classifier_metrics import classifier_metrics
-from cifarbudget.metrics.fid import SKIP, inception_features, inception_metrics
+from cifarbudget.metrics.fid import (SKIP, InceptionFeatures, inception_features,
+                                     inception_metrics)
 from cifarbudget.metrics.lpips import lpips_metric
 
 
@@ -24,12 +25,22 @@ def check_samples(images: np.ndarray, labels: np.ndarray, data: PreparedData) ->
                         f"[0, {data.num_classes}); {fix}")
 
 
+def test_set_features(inception: torch.nn.Module | None, data: PreparedData, batch_size: int,
+                      device: torch.device) -> InceptionFeatures | None:
+    """Inception features of every test image (None without an Inception network)."""
+    if inception is None:
+        return None
+    return inception_features(inception, data.test_images, batch_size, device,
+                              "inception: test set")
+
+
 def evaluate_samples(params: EvaluateParams, images: np.ndarray, labels: np.ndarray,
-                 data: PreparedData, inception: torch.nn.Module | None,
-                 classifier: torch.nn.Module, mean, std,
-                 device: torch.device) -> tuple[dict, dict[str, np.ndarray]]:
+                     data: PreparedData, inception: torch.nn.Module | None,
+                     reference: InceptionFeatures | None, classifier: torch.nn.Module, mean, std,
+                     device: torch.device) -> tuple[dict, dict[str, np.ndarray]]:
     """Inception, classifier and LPIPS metrics of the generated `images` vs the test set
-    -> (metrics, the classifier's per-class accuracy on generated and real images).
+    (`reference`: its Inception features) -> (metrics, the classifier's per-class accuracy
+    on generated and real images).
 
     Without an Inception network (the user set evaluate.inception_weights to "skip"),
     FID, KID and IS are null and `inception_skipped` says why.
@@ -42,8 +53,6 @@ def evaluate_samples(params: EvaluateParams, images: np.ndarray, labels: np.ndar
     else:
         generated = inception_features(inception, images, params.batch_size, device,
                                        "inception: generated")
-        reference = inception_features(inception, data.test_images, params.batch_size, device,
-                                       "inception: test set")
         # The counts are of features actually extracted: no image dropped or repeated.
         inception_part = inception_metrics(generated, reference, params.seed)
         counts = {"generated_count": len(generated), "reference_count": len(reference)}

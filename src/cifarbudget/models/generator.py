@@ -7,7 +7,9 @@ from pathlib import Path
 
 import torch
 
+from cifarbudget.errors import UserError
 from cifarbudget.models import gan, vae
+from cifarbudget.training.checkpoint import load_checkpoint
 
 _LOADERS = {"gan": gan.load_generator, "vae": vae.load_decoder}
 _SUMMARIES = {"gan": gan.model_summary, "vae": vae.model_summary}
@@ -27,3 +29,25 @@ def load_sampler(model: str, device: torch.device | str = "cpu"):
 def model_summary(model: str) -> dict:
     """The trained networks' parameter counts and optimizer updates, for the metrics."""
     return _SUMMARIES[model](model_file(model))
+
+
+def snapshot_files(folder: str | Path) -> list[Path]:
+    """The snapshots `train_generator` kept in `folder`, in training order."""
+    return sorted(Path(folder).glob("step_*.pt"))
+
+
+def load_snapshot(path: str | Path, device: torch.device | str = "cpu"):
+    """Read a training snapshot -> (its sampling network in eval mode, the step it was taken at).
+
+    Both models keep a `gan.Generator` (the GAN's EMA generator, the VAE's decoder).
+    """
+    state = load_checkpoint(path)
+    try:
+        config = state["config"]
+        network = gan.Generator(config["z_dim"], config["num_classes"], config["width"])
+        network.load_state_dict(state["weights"])
+        step = int(state["step"])
+    except (KeyError, TypeError, RuntimeError) as exc:
+        raise UserError(f"{path}: not a training snapshot ({type(exc).__name__}); rerun "
+                        f"`dvc repro train_generator`") from None
+    return network.to(device).eval().requires_grad_(False), step

@@ -127,6 +127,9 @@ class GanTrainer:
         self.update_ema()
         self.step += 1
 
+    def sampling_network(self) -> torch.nn.Module:
+        return self.generator_ema
+
     def config(self) -> dict:
         return {"z_dim": self.params.z_dim, "num_classes": len(self.classes),
                 "generator_width": self.params.g_width,
@@ -215,7 +218,8 @@ def train_gan(params: Params, data: PreparedData,
                            PROGRESS_PER_ROW, trainer.step, files.progress)
 
     iterations, wall = train_loop(
-        trainer, real_batches, g.steps, Every(g.log_every, g.progress_every, g.checkpoint_every),
+        trainer, real_batches, g.steps, Every(g.log_every, g.progress_every, g.checkpoint_every,
+                                             g.snapshot_every),
         files, run_fingerprint("gan", g, data), "train_gan", {"lr_g": g.lr_g, "lr_d": g.lr_d},
         save_progress)
     return GanRun(trainer, iterations, wall)

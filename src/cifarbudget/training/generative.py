@@ -28,7 +28,8 @@ from cifarbudget.training.checkpoint import fingerprint, resume_state, save_chec
 EPOCH_STREAM = 0  # stateless_generator key of the epoch permutations
 # Settings that change neither the weights nor the outputs' meaning: a checkpoint made
 # under other values resumes. `steps` is among them, so raising it continues a run.
-NOT_FINGERPRINTED = ("steps", "log_every", "progress_every", "checkpoint_every")
+NOT_FINGERPRINTED = ("steps", "log_every", "progress_every", "checkpoint_every",
+                     "snapshot_every")
 
 
 def memory_format(channels_last: bool) -> torch.memory_format:
@@ -111,20 +112,44 @@ class TrainingFiles:
     checkpoint: Path
     history: Path
     progress: Path
+    snapshots: Path  # a folder: the sampling network every `snapshot_every` steps
 
     @classmethod
     def of(cls, model: str) -> TrainingFiles:
         """The pipeline's paths for `model` ("gan" or "vae")."""
         return cls(Path(f"checkpoints/{model}/checkpoint.pt"), Path(f"plots/{model}/history.csv"),
-                   Path(f"plots/{model}/progress.png"))
+                   Path(f"plots/{model}/progress.png"), Path(f"snapshots/{model}"))
 
 
 @dataclass(frozen=True)
 class Every:
-    """How often (in steps) the loop logs a history row, draws progress and checkpoints."""
+    """How often (in steps) the loop logs a history row, draws progress, checkpoints and
+    keeps a snapshot of the sampling network."""
     log: int
     progress: int
     checkpoint: int
+    snapshot: int
+
+
+def snapshot_path(folder: Path, step: int) -> Path:
+    return folder / f"step_{step:06d}.pt"
+
+
+def save_snapshot(folder: Path, step: int, network: torch.nn.Module, classes: list[str]) -> None:
+    """Keep the sampling network (a models.gan.Generator) of `step`, with CPU tensors, for
+    `evaluate` to score quality over training (models.generator.load_snapshot reads it)."""
+    save_checkpoint(snapshot_path(folder, step), {
+        "step": step, "classes": list(classes),
+        "config": {"z_dim": network.z_dim, "num_classes": network.num_classes,
+                   "width": network.width},
+        "weights": {k: v.detach().cpu() for k, v in network.state_dict().items()}})
+
+
+def drop_snapshots_after(folder: Path, step: int) -> None:
+    """Remove snapshots past `step`: they belong to another run than the one (re)starting."""
+    for path in folder.glob("step_*.pt"):
+        if int(path.stem.removeprefix("step_")) > step:
+            path.unlink()
 
 
 def train_loop(trainer, real_batches: RealBatches, steps: int, every: Every,
@@ -133,7 +158,8 @@ def train_loop(trainer, real_batches: RealBatches, steps: int, every: Every,
     """Resume from `files.checkpoint` if it is run `run_id`'s, then train up to `steps`.
 
     Writes a history row (the running means plus `extra_columns`) every `every.log` steps,
-    the progress figure and the checkpoint at their intervals, and all three at the end.
+    the progress figure, the checkpoint and a snapshot of `trainer.sampling_network()` at
+    their intervals, and all four at the end.
     Returns the iterations run by this call and their wall-clock seconds.
     """
     state = resume_state(files.checkpoint, run_id)
@@ -147,6 +173,7 @@ def train_loop(trainer, real_batches: RealBatches, steps: int, every: Every,
         trainer.means.load_state_dict(state["running_means"])
         history = state["history"]
         tqdm.write(f"{name}: resuming from {files.checkpoint} at step {trainer.step}")
+    drop_snapshots_after(files.snapshots, trainer.step)
 
     def save_state() -> None:
         save_checkpoint(files.checkpoint, {**trainer.state_dict(), "fingerprint": run_id,
@@ -168,6 +195,9 @@ def train_loop(trainer, real_batches: RealBatches, steps: int, every: Every,
             bar.set_postfix({key: f"{value:.3f}" for key, value in means.items()})
         if trainer.step % every.progress == 0 or last:
             save_progress()
+        if trainer.step % every.snapshot == 0 or last:
+            save_snapshot(files.snapshots, trainer.step, trainer.sampling_network(),
+                          trainer.classes)
         if trainer.step % every.checkpoint == 0 or last:
             save_state()
     bar.close()

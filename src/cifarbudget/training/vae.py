@@ -79,6 +79,9 @@ class VaeTrainer:
         self.means.add({key: value.detach() for key, value in terms.items()})
         self.step += 1
 
+    def sampling_network(self) -> torch.nn.Module:
+        return self.model.decoder
+
     def config(self) -> dict:
         return {"z_dim": self.params.z_dim, "num_classes": len(self.classes),
                 "encoder_width": self.params.encoder_width,
@@ -154,6 +157,7 @@ def train_vae(params: Params, data: PreparedData,
                           data.classes, PROGRESS_PER_ROW, trainer.step, files.progress)
 
     iterations, wall = train_loop(
-        trainer, real_batches, v.steps, Every(v.log_every, v.progress_every, v.checkpoint_every),
+        trainer, real_batches, v.steps, Every(v.log_every, v.progress_every, v.checkpoint_every,
+                                             v.snapshot_every),
         files, run_fingerprint("vae", v, data), "train_vae", {"lr": v.lr}, save_progress)
     return VaeRun(trainer, iterations, wall)
