@@ -1,17 +1,17 @@
 """Stage `sample`: draw the evaluation set from the chosen generative model (generator.model:
 the GAN's EMA generator or the VAE's decoder), and the sample figures in plots/<model>/."""
-from pathlib import Path
+import _local_src  # noqa: F401  (first: this tree's src/ before any installed copy)
 
 from cifarbudget.config import load_params
 from cifarbudget.data.prepared import load_prepared
 from cifarbudget.device import pick_device
 from cifarbudget.errors import UserError
-from cifarbudget.metrics.classifier_metrics import reference_classifier_path
 from cifarbudget.models.classifier import classifier_features, load_classifier
-from cifarbudget.models.generator import SAMPLER_NAMES, load_sampler, model_file
+from cifarbudget.models.generator import SAMPLER_NAMES, load_sampler
+from cifarbudget.paths import SAMPLES, classifier_model, generator_model, generator_plots
 from cifarbudget.plots.samples import (save_interpolations, save_nearest_neighbours,
                                        save_real_vs_generated, save_sample_grid)
-from cifarbudget.sampling import (SAMPLES_DIR, balanced_labels, comparison_classes,
+from cifarbudget.sampling import (balanced_labels, comparison_classes,
                                   comparison_draws, evaluation_draws, generate, grid_draws,
                                   interpolation_draws, nearest_neighbours, real_examples,
                                   save_samples)
@@ -31,11 +31,11 @@ def main() -> None:
     model = params.generator.model
     generator, info = load_sampler(model, device)
     if info["classes"] != data.classes:
-        raise UserError(f"{model_file(model)}: trained on other classes than data/prepared "
+        raise UserError(f"{generator_model(model)}: trained on other classes than data/prepared "
                         f"holds; rerun `dvc repro train_generator`")
-    plots = Path("plots") / model
+    plots = generator_plots(model)
     balanced_labels(s.count, data.num_classes)  # a bad count fails before any output is written
-    classifier, mean, std = load_classifier(reference_classifier_path(params), device)
+    classifier, mean, std = load_classifier(classifier_model(params.classifier.seeds[0]), device)
     k, z_dim = data.num_classes, info["z_dim"]
 
     def draw(draws, desc):
@@ -55,7 +55,7 @@ def main() -> None:
     save_real_vs_generated(real, fake, rows, data.classes, plots / "real_vs_generated.png")
 
     evaluation = evaluation_draws(s.count, k, z_dim, s.seed)
-    images, labels = draw(evaluation, str(SAMPLES_DIR)), evaluation.classes.numpy()
+    images, labels = draw(evaluation, str(SAMPLES)), evaluation.classes.numpy()
 
     # The first draws of the (shuffled) evaluation set, so the queries are not hand-picked.
     queries = images[:NEIGHBOUR_QUERIES]
@@ -68,7 +68,7 @@ def main() -> None:
                             plots / "nearest_neighbours.png")
 
     save_samples(images, labels)
-    print(f"{SAMPLES_DIR}: {len(images):,} images, {len(images) // k:,} per class, "
+    print(f"{SAMPLES}: {len(images):,} images, {len(images) // k:,} per class, "
           f"from sample.seed={s.seed}; figures in {plots}/")
 
 

@@ -4,42 +4,40 @@ Writes models/classifier/seed_<seed>.pt, plots/classifier/{history.csv, curves.p
 seeds/seed_<seed>.csv} and metrics/classifier.json; checkpoints/classifier/ lets an
 interrupted run continue where it stopped.
 """
-from pathlib import Path
+import _local_src  # noqa: F401  (first: this tree's src/ before any installed copy)
 
 from cifarbudget.config import load_params
 from cifarbudget.data.prepared import load_prepared
 from cifarbudget.device import pick_device
 from cifarbudget.io import atomic_dir, write_csv, write_json
+from cifarbudget.paths import (CHECKPOINTS, CLASSIFIER_LOG, CLASSIFIER_METRICS,
+                               CLASSIFIER_MODELS, CLASSIFIER_PLOTS)
 from cifarbudget.plots.classifier import plot_training_curves
 from cifarbudget.stage import run_stage
 from cifarbudget.training.checkpoint import save_checkpoint
-from cifarbudget.training.classifier import mean_history, summarize, train_seed
-
-CHECKPOINTS = Path("checkpoints/classifier")
-MODELS = Path("models/classifier")
-PLOTS = Path("plots/classifier")
-
+from cifarbudget.training.classifier import diagnostics, mean_history, summarize, train_seed
 
 def main() -> None:
     params = load_params()
     data = load_prepared()
     device = pick_device()
-    results = [train_seed(seed, data, params, device, CHECKPOINTS / f"seed_{seed}.pt")
+    results = [train_seed(seed, data, params, device, CHECKPOINTS / "classifier" / f"seed_{seed}.pt")
                for seed in params.classifier.seeds]
 
-    with atomic_dir(MODELS) as folder:
+    with atomic_dir(CLASSIFIER_MODELS) as folder:
         for result in results:
             save_checkpoint(folder / f"seed_{result.seed}.pt", result.model_file)
-    with atomic_dir(PLOTS / "seeds") as folder:
+    with atomic_dir(CLASSIFIER_PLOTS / "seeds") as folder:
         for result in results:
             write_csv(folder / f"seed_{result.seed}.csv", result.history)
     histories = [result.history for result in results]
-    write_csv(PLOTS / "history.csv", mean_history(histories))
-    plot_training_curves(histories, PLOTS / "curves.png",
+    write_csv(CLASSIFIER_PLOTS / "history.csv", mean_history(histories))
+    plot_training_curves(histories, CLASSIFIER_PLOTS / "curves.png",
                          f"Classifier on {data.name}: {results[0].trainable_params:,} parameters, "
                          f"{results[0].steps:,} steps of {params.classifier.batch_size}")
-    metrics = summarize(results, params, device)
-    write_json("metrics/classifier.json", metrics)
+    metrics = summarize(results)
+    write_json(CLASSIFIER_LOG, diagnostics(results, params, device))
+    write_json(CLASSIFIER_METRICS, metrics)
     print(f"test accuracy {metrics['test_acc']['mean']:.4f} ± {metrics['test_acc']['std']:.4f} "
           f"over {len(results)} seed(s)")
 

@@ -1,6 +1,7 @@
 """Shared fixtures: synthetic CIFAR archives and prepared data, and a scratch copy of the repo."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -115,8 +116,7 @@ def training_files_in(folder: Path, model: str):
     from cifarbudget.training.generative import TrainingFiles
 
     files = TrainingFiles.of(model)
-    return TrainingFiles(folder / files.checkpoint, folder / files.history, folder / files.progress,
-                         folder / files.snapshots)
+    return TrainingFiles(*(folder / path for path in dataclasses.astuple(files)))
 
 
 def stage_workdir(folder: Path, overrides: dict, earlier_outputs: tuple[str, ...]) -> Path:
@@ -217,6 +217,10 @@ def snapshot(folder: Path) -> dict:
 
 
 # Tiny budgets under which every stage of the pipeline runs in seconds on a CPU.
+# metrics/<model>.json, the same for the GAN and the VAE so that they compare.
+METRIC_KEYS = ["fid", "kid", "inception_score", "classifier_accuracy_generated",
+               "classifier_accuracy_real", "worst_class_accuracy_generated", "classifier_fid",
+               "diversity", "lpips"]
 TINY_PARAMS = {
     "classifier.seeds": [0, 1], "classifier.widths": [8, 16], "classifier.depths": [1, 1],
     "classifier.steps": 20, "classifier.batch_size": 32, "classifier.warmup_steps": 2,

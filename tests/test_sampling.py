@@ -4,10 +4,10 @@ import pytest
 import torch
 from PIL import Image
 
+from cifarbudget.data.prepared import to_uint8
 from cifarbudget.errors import UserError
 from cifarbudget.models.gan import Generator
 from cifarbudget.plots import samples as sample_plots
-from cifarbudget.plots.images import to_uint8
 from cifarbudget.sampling import (Draws, balanced_labels, comparison_classes, comparison_draws,
                                   evaluation_draws, generate, grid_draws, interpolation_draws,
                                   load_samples, nearest_neighbours, real_examples, save_samples,

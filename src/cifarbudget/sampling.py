@@ -18,12 +18,12 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from cifarbudget.data.prepared import to_uint8
 from cifarbudget.device import stateless_generator
 from cifarbudget.errors import UserError
 from cifarbudget.io import atomic_dir
-from cifarbudget.plots.images import to_uint8
+from cifarbudget.paths import SAMPLES
 
-SAMPLES_DIR = Path("data/samples")
 
 # stateless_generator keys, one per purpose.
 (EVALUATION_STREAM, GRID_STREAM, INTERPOLATION_STREAM, COMPARISON_CLASSES_STREAM,
@@ -142,14 +142,14 @@ def nearest_neighbours(queries: torch.Tensor, bank: torch.Tensor,
     return indices, values
 
 
-def save_samples(images: np.ndarray, labels: np.ndarray, folder: str | Path = SAMPLES_DIR) -> None:
+def save_samples(images: np.ndarray, labels: np.ndarray, folder: str | Path = SAMPLES) -> None:
     """Write the evaluation set, replacing `folder` as a whole or not at all."""
     with atomic_dir(folder) as tmp:
         np.save(tmp / "images.npy", images)
         np.save(tmp / "labels.npy", labels)
 
 
-def load_samples(folder: str | Path = SAMPLES_DIR) -> tuple[np.ndarray, np.ndarray]:
+def load_samples(folder: str | Path = SAMPLES) -> tuple[np.ndarray, np.ndarray]:
     """The evaluation set written by `sample`; missing files say to run it."""
     folder = Path(folder)
     for name in ("images.npy", "labels.npy"):

@@ -4,12 +4,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cifarbudget.config import GanParams
-from cifarbudget.errors import UserError
 from cifarbudget.models.gan import (ConditionalBatchNorm2d, Discriminator, Generator,
-                                    SpectralNorm, load_generator, model_summary)
+                                    SpectralNorm, load_generator)
 from cifarbudget.training.checkpoint import save_checkpoint
-from cifarbudget.training.gan import GanTrainer
 
 Z_DIM, CLASSES, WIDTH = 16, 5, 16
 
@@ -159,19 +156,3 @@ def test_load_generator_returns_the_ema_generator_for_sampling(tmp_path):
     assert not loaded.training and not any(p.requires_grad for p in loaded.parameters())
     z, y = torch.randn(3, Z_DIM), torch.tensor([0, 2, 4])
     assert torch.equal(loaded(z, y), ema.eval()(z, y))
-
-
-def test_summary_reads_parameter_counts_and_updates_from_the_gan_checkpoint(tmp_path):
-    trainer = GanTrainer(GanParams(z_dim=8, g_width=8, d_width=8), ["a", "b", "c"], 100,
-                         torch.device("cpu"))
-    trainer.opt_g.updates, trainer.opt_d.updates = 7, 14
-    save_checkpoint(tmp_path / "gan.pt", trainer.state_dict())
-    summary = model_summary(tmp_path / "gan.pt")
-    counts = trainer.param_counts()
-    assert summary["params"] == {**counts, "total": counts["generator"] + counts["discriminator"]}
-    assert summary["updates"] == {"generator": 7, "discriminator": 14}
-
-
-def test_summary_without_a_trained_gan_says_to_train_it(tmp_path):
-    with pytest.raises(UserError, match="gan.pt: not found; run the stage"):
-        model_summary(tmp_path / "gan.pt")

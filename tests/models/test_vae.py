@@ -1,11 +1,9 @@
 """The conditional VAE: label conditioning, the reparameterization, loading for sampling and
 for the metrics."""
-import pytest
 import torch
 
-from cifarbudget.errors import UserError
 from cifarbudget.models.gan import ConditionalBatchNorm2d
-from cifarbudget.models.vae import ConditionalVAE, load_decoder, model_summary
+from cifarbudget.models.vae import ConditionalVAE, load_decoder
 from cifarbudget.training.checkpoint import save_checkpoint
 
 Z_DIM, CLASSES = 16, 5
@@ -70,19 +68,3 @@ def test_load_decoder_returns_the_trained_decoder_ready_to_sample(tmp_path):
     assert not decoder.training and not any(p.requires_grad for p in decoder.parameters())
     z, y = torch.randn(4, Z_DIM), torch.tensor([0, 1, 3, 4])
     assert torch.equal(decoder(z, y), vae.decoder(z, y))
-
-
-def test_summary_counts_encoder_and_decoder_and_their_updates(tmp_path):
-    vae = trained_looking_vae()
-    vae_file(tmp_path / "vae.pt", vae, updates=9)
-    summary = model_summary(tmp_path / "vae.pt")
-    encoder = sum(p.numel() for p in vae.encoder.parameters())
-    decoder = sum(p.numel() for p in vae.decoder.parameters())
-    assert summary == {"params": {"encoder": encoder, "decoder": decoder,
-                                  "total": encoder + decoder},
-                       "updates": {"encoder": 9, "decoder": 9}}
-
-
-def test_summary_without_a_trained_vae_says_to_train_it(tmp_path):
-    with pytest.raises(UserError, match="vae.pt: not found; run the stage"):
-        model_summary(tmp_path / "vae.pt")

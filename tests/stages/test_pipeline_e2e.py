@@ -5,15 +5,11 @@ import json
 import numpy as np
 import pytest
 
-from tests.conftest import TINY_PARAMS, build_archive, run, set_params, snapshot
+from tests.conftest import METRIC_KEYS, TINY_PARAMS, build_archive, run, set_params, snapshot
 
 STAGES = ("download", "prepare", "train_classifier", "train_generator", "sample", "evaluate")
 FIGURES = ("samples.png", "interpolations.png", "real_vs_generated.png", "nearest_neighbours.png",
            "per_class_accuracy.png")
-METRIC_KEYS = ["params", "updates", "fid", "kid", "inception_score",
-               "classifier_accuracy_generated", "classifier_accuracy_real",
-               "worst_class_accuracy_generated", "classifier_fid",
-               "diversity", "lpips", "lpips_error", "generated_count", "reference_count"]
 # Few images for the Inception network, which takes about a second per image on a CPU.
 SAMPLE_COUNT, TEST_COUNT = 12, 20
 
@@ -37,18 +33,20 @@ def test_dvc_repro_runs_the_whole_pipeline_offline(repo_copy, tmp_path, random_i
         assert (repo_copy / "plots/gan" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     metrics = json.loads((repo_copy / "metrics/gan.json").read_text())
     assert list(metrics) == METRIC_KEYS
-    assert metrics["generated_count"] == SAMPLE_COUNT and metrics["reference_count"] == TEST_COUNT
-    sizes = metrics["params"]
+    log = json.loads((repo_copy / "logs/gan_evaluation.json").read_text())
+    assert log["generated_count"] == SAMPLE_COUNT and log["reference_count"] == TEST_COUNT
+    training = json.loads((repo_copy / "metrics/gan_training.json").read_text())
+    sizes = training["params"]
     assert sizes["total"] == sizes["generator"] + sizes["discriminator"] > 0
-    assert metrics["updates"] == {"generator": TINY_PARAMS["gan.steps"],
-                                  "discriminator": TINY_PARAMS["gan.steps"]}
+    assert training["updates"] == {"generator": TINY_PARAMS["gan.steps"],
+                                   "discriminator": TINY_PARAMS["gan.steps"]}
     assert metrics["fid"] > 0 and metrics["classifier_fid"] > 0
     assert 0 <= metrics["classifier_accuracy_generated"] <= 1
     per_class = (repo_copy / "plots/gan/per_class_accuracy.csv").read_text().splitlines()
     assert per_class[0] == "class,generated,real" and len(per_class) == 1 + 4
     worst = min(float(row.split(",")[1]) for row in per_class[1:])
     assert metrics["worst_class_accuracy_generated"] == pytest.approx(worst, abs=1e-4)
-    assert metrics["lpips"] is None and "evaluate.lpips_weights" in metrics["lpips_error"]
+    assert metrics["lpips"] is None and "evaluate.lpips_weights" in log["lpips_error"]
     # Quality over training: a row per snapshot (gan.snapshot_every 4 of 10 steps, and the
     # last); the last is the final network, drawing what `sample` drew, so it scores the same.
     with open(repo_copy / "plots/gan/quality.csv") as f:

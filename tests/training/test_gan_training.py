@@ -63,7 +63,7 @@ def test_the_update_cap_stops_a_loop_that_would_exceed_it(data):
 def test_every_discriminator_update_counts_and_the_loop_stays_within_budget(tmp_path, data):
     params = tiny_params(budget=BudgetParams(gan_steps=6), steps=3, n_dis=2)
     run = train_gan(params, data, training_files_in(tmp_path, "gan"))
-    updates = run.metrics(params)["updates"]
+    updates = run.metrics()["updates"]
     assert (updates["discriminator"], updates["generator"]) == (6, 3)
 
 
@@ -89,17 +89,17 @@ def test_alone_each_network_learns_against_the_other(data):
 
 def test_outputs_history_progress_and_metrics(uninterrupted, tmp_path):
     run, state, _ = uninterrupted
-    params = tiny_params()
     rows = state["history"]
     assert [row["step"] for row in rows] == [2, 4, 6]
     assert list(rows[0]) == ["step", "d_loss", "g_loss", "d_real", "d_fake", "w_real", "w_fake",
                              "lr_g", "lr_d"]
     assert all(0 < row["w_real"] < 1 and 0 < row["w_fake"] < 1 for row in rows)  # AW, not 1
-    metrics = run.metrics(params)
+    metrics = run.metrics()
     g_count = count_trainable(run.trainer.generator)
     assert metrics["params"]["generator"] == g_count
-    assert metrics["generator_ema"]["params"] == g_count
-    assert metrics["generator_ema"]["trained"] is False
+    log = run.diagnostics()
+    assert log["generator_ema"]["params"] == g_count
+    assert log["generator_ema"]["trained"] is False
     assert not any(p.requires_grad for p in run.trainer.generator_ema.parameters())
     assert metrics["updates"]["generator"] == metrics["updates"]["discriminator"] == 6
     assert state["config"] == {"z_dim": 8, "num_classes": 4, "generator_width": 8,

@@ -22,8 +22,8 @@ from tqdm import tqdm
 
 from cifarbudget.errors import UserError
 from cifarbudget.io import atomic_path
+from cifarbudget.paths import ARCHIVE
 
-ARCHIVE_PATH = Path("data/raw/archive.tar.gz")
 CHUNK_BYTES = 1 << 20
 
 
@@ -36,7 +36,7 @@ def partial_path(target: Path) -> Path:
     return target.with_name(f".{target.name}.part")
 
 
-def fetch_archive(source: str, md5: str, target: str | Path = ARCHIVE_PATH, *, attempts: int = 5,
+def fetch_archive(source: str, md5: str, target: str | Path = ARCHIVE, *, attempts: int = 5,
                   backoff: float = 1.0, timeout: float = 60.0,
                   sleep: Callable[[float], None] = time.sleep) -> None:
     """Put the file at `source` (http(s) URL or local path) at `target` if its md5 is `md5`.

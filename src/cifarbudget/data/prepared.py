@@ -17,8 +17,8 @@ import torch
 
 from cifarbudget.errors import UserError
 from cifarbudget.io import atomic_dir, write_json
+from cifarbudget.paths import PREPARED
 
-PREPARED_DIR = Path("data/prepared")
 FILES = ("train_images.npy", "train_labels.npy", "test_images.npy", "test_labels.npy",
          "meta.json", "stats.json")
 
@@ -39,7 +39,7 @@ class PreparedData:
         return len(self.classes)
 
 
-def load_prepared(folder: str | Path = PREPARED_DIR) -> PreparedData:
+def load_prepared(folder: str | Path = PREPARED) -> PreparedData:
     """Read what `prepare` wrote; a missing file is an error that says to run it."""
     folder = Path(folder)
     missing = [f for f in FILES if not (folder / f).exists()]
@@ -65,7 +65,7 @@ def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
     return mean, std
 
 
-def save_prepared(data: PreparedData, folder: str | Path = PREPARED_DIR) -> None:
+def save_prepared(data: PreparedData, folder: str | Path = PREPARED) -> None:
     """Write `data` in the format above, replacing `folder` as a whole or not at all."""
     with atomic_dir(folder) as tmp:
         for name in ("train_images", "train_labels", "test_images", "test_labels"):
@@ -79,3 +79,9 @@ def save_prepared(data: PreparedData, folder: str | Path = PREPARED_DIR) -> None
 def to_tensor_nchw(images: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
     """uint8 NHWC array -> uint8 NCHW tensor on `device` (convert to float per batch)."""
     return torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2)
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """Images in [-1, 1], (N, C, H, W) -> uint8 (N, H, W, C), rounded exactly as a saved PNG."""
+    pixels = ((images.detach().float().cpu() + 1) * 127.5).round().clamp(0, 255)
+    return pixels.to(torch.uint8).permute(0, 2, 3, 1).numpy()

@@ -9,22 +9,11 @@
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 
-from cifarbudget.config import Params
 from cifarbudget.metrics.fid import feature_frechet_distance
 from cifarbudget.models.classifier import classifier_features
-
-CLASSIFIER_DIR = Path("models/classifier")
-
-
-def reference_classifier_path(params: Params) -> Path:
-    """The classifier that judges the generated samples: the one trained with the first seed."""
-    return CLASSIFIER_DIR / f"seed_{params.classifier.seeds[0]}.pt"
-
 
 def accuracy(logits: torch.Tensor, labels: np.ndarray | torch.Tensor) -> float:
     return (logits.argmax(1) == torch.as_tensor(labels)).float().mean().item()

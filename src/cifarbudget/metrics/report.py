@@ -69,8 +69,18 @@ def evaluate_samples(params: EvaluateParams, images: np.ndarray, labels: np.ndar
     return metrics, per_class
 
 
+# What explains a run rather than scores it: logs/<model>_evaluation.json, not a DVC metric.
+DIAGNOSTIC_KEYS = ("inception_skipped", "lpips_error", "generated_count", "reference_count")
+
+
+def split_diagnostics(measured: dict) -> tuple[dict, dict]:
+    """`evaluate_samples`' results -> (the metrics, the diagnostics among them)."""
+    return ({k: v for k, v in measured.items() if k not in DIAGNOSTIC_KEYS},
+            {k: v for k, v in measured.items() if k in DIAGNOSTIC_KEYS})
+
+
 def summary_line(metrics: dict) -> str:
-    """The headline numbers of metrics/<model>.json, on one line."""
+    """The headline numbers of `evaluate_samples`' results, on one line."""
     lpips = (f"{metrics['lpips']:.4f}" if metrics["lpips"] is not None
              else f"null ({metrics['lpips_error']})")
     inception = (f"FID {metrics['fid']:.2f}, KID {metrics['kid']['mean']:.4f}, "

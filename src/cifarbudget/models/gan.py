@@ -19,7 +19,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from cifarbudget.training.budget import count_trainable
 from cifarbudget.training.checkpoint import load_checkpoint
 
 STEM_SIZE = 4  # side of the generator's first feature map; three 2x upsamplings reach 32
@@ -249,17 +248,3 @@ def load_generator(path: str | Path, device: torch.device | str = "cpu"):
             "classes": list(state["classes"])}
     return generator, info
 
-
-def model_summary(path: str | Path) -> dict:
-    """Trainable parameters of G and D and their optimizer updates, as saved by `train_gan`."""
-    state = load_checkpoint(path)
-    config = state["config"]
-    generator = Generator(config["z_dim"], config["num_classes"], config["generator_width"])
-    discriminator = Discriminator(config["num_classes"], config["discriminator_width"])
-    # Loading checks that the saved tensors match the architecture being counted.
-    generator.load_state_dict(state["generator"])
-    discriminator.load_state_dict(state["discriminator"])
-    counts = {"generator": count_trainable(generator),
-              "discriminator": count_trainable(discriminator)}
-    return {"params": {**counts, "total": sum(counts.values())},
-            "updates": dict(state["updates"])}

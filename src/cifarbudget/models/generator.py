@@ -9,26 +9,17 @@ import torch
 
 from cifarbudget.errors import UserError
 from cifarbudget.models import gan, vae
+from cifarbudget.paths import generator_model
 from cifarbudget.training.checkpoint import load_checkpoint
 
 _LOADERS = {"gan": gan.load_generator, "vae": vae.load_decoder}
-_SUMMARIES = {"gan": gan.model_summary, "vae": vae.model_summary}
 SAMPLER_NAMES = {"gan": "the GAN's EMA generator", "vae": "the VAE's decoder"}
-
-
-def model_file(model: str) -> Path:
-    """The final weights `train_generator` writes for `model`: models/<model>/<model>.pt."""
-    return Path("models") / model / f"{model}.pt"
 
 
 def load_sampler(model: str, device: torch.device | str = "cpu"):
     """(the network that draws images, info with "z_dim", "num_classes", "classes")."""
-    return _LOADERS[model](model_file(model), device)
+    return _LOADERS[model](generator_model(model), device)
 
-
-def model_summary(model: str) -> dict:
-    """The trained networks' parameter counts and optimizer updates, for the metrics."""
-    return _SUMMARIES[model](model_file(model))
 
 
 def snapshot_files(folder: str | Path) -> list[Path]:

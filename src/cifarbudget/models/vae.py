@@ -17,7 +17,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from cifarbudget.models.gan import Generator
-from cifarbudget.training.budget import count_trainable
 from cifarbudget.training.checkpoint import load_checkpoint
 
 
@@ -96,15 +95,3 @@ def load_decoder(path: str | Path, device: torch.device | str = "cpu"):
             "classes": list(state["classes"])}
     return decoder, info
 
-
-def model_summary(path: str | Path) -> dict:
-    """Trainable parameters of encoder and decoder and their updates, as saved by `train_vae`."""
-    state = load_checkpoint(path)
-    config = state["config"]
-    model = ConditionalVAE(config["z_dim"], config["num_classes"], config["encoder_width"],
-                           config["decoder_width"])
-    # Loading checks that the saved tensors match the architecture being counted.
-    model.load_state_dict(state["model"])
-    counts = {"encoder": count_trainable(model.encoder), "decoder": count_trainable(model.decoder)}
-    return {"params": {**counts, "total": sum(counts.values())},
-            "updates": {"encoder": state["updates"], "decoder": state["updates"]}}

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import torch
 
-from cifarbudget.plots.images import save_image_grid, to_uint8
+from cifarbudget.data.prepared import to_uint8
+from cifarbudget.plots.images import save_image_grid
 
 
 @torch.no_grad()

@@ -5,27 +5,8 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
-import torch
 
 from cifarbudget.io import save_figure
-
-
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """Images in [-1, 1], (N, C, H, W) -> uint8 (N, H, W, C), rounded exactly as a saved PNG."""
-    pixels = ((images.detach().float().cpu() + 1) * 127.5).round().clamp(0, 255)
-    return pixels.to(torch.uint8).permute(0, 2, 3, 1).numpy()
-
-
-def tile(images: np.ndarray, nrow: int, pad: int = 2, fill: int = 255) -> np.ndarray:
-    """uint8 (N, H, W, C) -> one uint8 mosaic with `nrow` images per row."""
-    n, h, w, c = images.shape
-    rows = -(-n // nrow)
-    canvas = np.full((rows * (h + pad) + pad, nrow * (w + pad) + pad, c), fill, np.uint8)
-    for i, img in enumerate(images):
-        r, col = divmod(i, nrow)
-        y, x = pad + r * (h + pad), pad + col * (w + pad)
-        canvas[y:y + h, x:x + w] = img
-    return canvas
 
 
 def save_image_grid(images: np.ndarray, path: str | Path, nrow: int, title: str | None = None,

@@ -276,29 +276,27 @@ def mean_std(values: list[float]) -> dict:
             "std": statistics.stdev(values) if len(values) > 1 else 0.0}
 
 
-def summarize(results: list[SeedResult], params: Params, device: torch.device) -> dict:
-    """The metrics file. Final train loss/accuracy are the averages over the last
-    evaluation window (the last `eval_every` updates), not a separate pass."""
-    c = params.classifier
-    images = sum(r.steps for r in results) * c.batch_size
+FINAL_METRICS = ("test_acc", "test_loss", "train_acc", "train_loss")
+
+
+def summarize(results: list[SeedResult]) -> dict:
+    """The metrics file: mean and std over seeds of the final metrics. Final train
+    loss/accuracy are the averages over the last evaluation window (the last `eval_every`
+    updates), not a separate pass."""
+    return {**{key: mean_std([r.final[key] for r in results]) for key in FINAL_METRICS},
+            "params": results[0].trainable_params, "steps": results[0].steps}
+
+
+def diagnostics(results: list[SeedResult], params: Params, device: torch.device) -> dict:
+    """The run's log: each seed's final metrics and time, speed, memory and device."""
+    images = sum(r.steps for r in results) * params.classifier.batch_size
     train_seconds = sum(r.train_seconds for r in results)
     return {
-        "test_acc": mean_std([r.final["test_acc"] for r in results]),
-        "test_loss": mean_std([r.final["test_loss"] for r in results]),
-        "train_acc": mean_std([r.final["train_acc"] for r in results]),
-        "train_loss": mean_std([r.final["train_loss"] for r in results]),
-        "params": results[0].trainable_params,
-        "steps": results[0].steps,
-        "batch_size": c.batch_size,
-        "budget": {"params": params.budget.classifier_params,
-                   "steps": params.budget.classifier_steps},
+        "seeds": {str(r.seed): {**{key: r.final[key] for key in FINAL_METRICS},
+                                "steps": r.steps, "wall_seconds": round(r.wall_seconds, 1)}
+                  for r in results},
         "wall_seconds": round(sum(r.wall_seconds for r in results), 1),
         "train_images_per_second": round(images / train_seconds, 1) if train_seconds else None,
         "peak_memory_mib": round(max(r.peak_memory_mib for r in results), 1),
         "device": device.type,
-        "seeds": {str(r.seed): {"test_acc": r.final["test_acc"], "test_loss": r.final["test_loss"],
-                                "train_acc": r.final["train_acc"],
-                                "train_loss": r.final["train_loss"], "steps": r.steps,
-                                "wall_seconds": round(r.wall_seconds, 1)}
-                  for r in results},
     }

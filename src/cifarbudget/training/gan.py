@@ -26,7 +26,8 @@ from cifarbudget.plots.gan import save_progress_grid
 from cifarbudget.training.budget import UpdateCap, check_param_budget, count_trainable
 from cifarbudget.training.diffaugment import diff_augment, parse_policy
 from cifarbudget.training.generative import (Every, RealBatches, RunningMeans, TrainingFiles,
-                                             memory_format, run_fingerprint, train_loop)
+                                             memory_format, run_fingerprint, run_speed,
+                                             train_loop)
 from cifarbudget.training.losses import discriminator_backward, generator_hinge
 
 # Independent random streams, keyed (seed, stream, index).
@@ -40,6 +41,10 @@ HISTORY_KEYS = ("d_loss", "g_loss", "d_real", "d_fake", "w_real", "w_fake")
 
 class GanTrainer:
     """G, D, the EMA of G and their Adam optimizers, each capped at `update_limit` updates."""
+
+    history_panels = {"hinge losses": ("d_loss", "g_loss"),
+                      "discriminator scores": ("d_real", "d_fake"),
+                      "adaptive weights of the real and fake terms": ("w_real", "w_fake")}
 
     def __init__(self, params: GanParams, classes: list[str], update_limit: int,
                  device: torch.device):
@@ -166,23 +171,20 @@ class GanRun:
     iterations: int      # run by this process (fewer than gan.steps after a resume)
     wall_seconds: float  # of those iterations
 
-    def metrics(self, params: Params) -> dict:
+    def metrics(self) -> dict:
         counts = self.trainer.param_counts()
+        return {"params": {**counts, "total": sum(counts.values())},
+                "updates": {"generator": self.trainer.opt_g.updates,
+                            "discriminator": self.trainer.opt_d.updates},
+                "steps": self.trainer.step}
+
+    def diagnostics(self) -> dict:
         ema_size = sum(p.numel() for p in self.trainer.generator_ema.parameters())
         return {
-            "params": {**counts, "total": sum(counts.values()),
-                       "budget_fewer_than": params.budget.gan_params},
-            "updates": {"generator": self.trainer.opt_g.updates,
-                        "discriminator": self.trainer.opt_d.updates,
-                        "budget_per_network": params.budget.gan_steps},
             "generator_ema": {"params": ema_size, "trained": False,
                               "note": "an average of the generator's weights, used for sampling; "
                                       "not trained and not counted in the budget"},
-            "steps": self.trainer.step,
-            "wall_seconds": round(self.wall_seconds, 2),
-            "iterations_per_second": (round(self.iterations / self.wall_seconds, 3)
-                                      if self.iterations else None),
-            "device": str(self.trainer.device),
+            **run_speed(self.iterations, self.wall_seconds, self.trainer.device),
         }
 
 

@@ -2,7 +2,8 @@
 logged means, and the loop that resumes, logs, draws progress and checkpoints.
 
 The loop drives a trainer with `.step`, `.means` (RunningMeans), `.iteration(real_batches)`,
-`.state_dict()` and `.load_state_dict(state)`. Every random draw of an iteration comes from
+`.state_dict()`, `.load_state_dict(state)`, `.sampling_network()` and `.history_panels`
+(the history figure's panels: a title -> the logged values drawn in it). Every random draw of an iteration comes from
 generators seeded by (seed, step), and the checkpoint holds every other piece of state, so
 a resumed run on the CPU ends with the weights an uninterrupted one would have.
 """
@@ -22,7 +23,9 @@ from cifarbudget.config import as_dict
 from cifarbudget.data.prepared import PreparedData, to_tensor_nchw
 from cifarbudget.device import keep_freed_memory, stateless_generator
 from cifarbudget.errors import UserError
+from cifarbudget import paths
 from cifarbudget.io import write_csv
+from cifarbudget.plots.history import save_history_figure
 from cifarbudget.training.checkpoint import fingerprint, resume_state, save_checkpoint
 
 EPOCH_STREAM = 0  # stateless_generator key of the epoch permutations
@@ -106,19 +109,29 @@ def run_fingerprint(section: str, params, data: PreparedData) -> str:
                                                     "train_labels": labels}})
 
 
+def run_speed(iterations: int, wall_seconds: float, device: torch.device) -> dict:
+    """The diagnostics of a training process: its iterations, their time and speed, the device."""
+    return {"iterations_this_run": iterations, "wall_seconds": round(wall_seconds, 2),
+            "iterations_per_second": round(iterations / wall_seconds, 3) if iterations else None,
+            "device": str(device)}
+
+
 @dataclass(frozen=True)
 class TrainingFiles:
     """Where a generative model's training writes as it goes."""
     checkpoint: Path
     history: Path
+    history_figure: Path
     progress: Path
     snapshots: Path  # a folder: the sampling network every `snapshot_every` steps
 
     @classmethod
     def of(cls, model: str) -> TrainingFiles:
         """The pipeline's paths for `model` ("gan" or "vae")."""
-        return cls(Path(f"checkpoints/{model}/checkpoint.pt"), Path(f"plots/{model}/history.csv"),
-                   Path(f"plots/{model}/progress.png"), Path(f"snapshots/{model}"))
+        return cls(paths.CHECKPOINTS / model / "checkpoint.pt",
+                   paths.generator_plots(model) / "history.csv",
+                   paths.generator_plots(model) / "history.png",
+                   paths.generator_plots(model) / "progress.png", paths.generator_snapshots(model))
 
 
 @dataclass(frozen=True)
@@ -158,8 +171,8 @@ def train_loop(trainer, real_batches: RealBatches, steps: int, every: Every,
     """Resume from `files.checkpoint` if it is run `run_id`'s, then train up to `steps`.
 
     Writes a history row (the running means plus `extra_columns`) every `every.log` steps,
-    the progress figure, the checkpoint and a snapshot of `trainer.sampling_network()` at
-    their intervals, and all four at the end.
+    the progress and history figures, the checkpoint and a snapshot of
+    `trainer.sampling_network()` at their intervals, and all of them at the end.
     Returns the iterations run by this call and their wall-clock seconds.
     """
     state = resume_state(files.checkpoint, run_id)
@@ -195,6 +208,8 @@ def train_loop(trainer, real_batches: RealBatches, steps: int, every: Every,
             bar.set_postfix({key: f"{value:.3f}" for key, value in means.items()})
         if trainer.step % every.progress == 0 or last:
             save_progress()
+            save_history_figure(history, trainer.history_panels, files.history_figure,
+                                f"{name}: training history")
         if trainer.step % every.snapshot == 0 or last:
             save_snapshot(files.snapshots, trainer.step, trainer.sampling_network(),
                           trainer.classes)
@@ -205,4 +220,6 @@ def train_loop(trainer, real_batches: RealBatches, steps: int, every: Every,
     if start == steps:  # a finished run resumed: `dvc repro` deleted these outputs first
         write_csv(files.history, history)
         save_progress()
+        save_history_figure(history, trainer.history_panels, files.history_figure,
+                            f"{name}: training history")
     return trainer.step - start, wall

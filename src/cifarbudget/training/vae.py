@@ -27,7 +27,8 @@ from cifarbudget.models.vae import ConditionalVAE
 from cifarbudget.plots.vae import save_vae_progress
 from cifarbudget.training.budget import UpdateCap, check_param_budget, count_trainable
 from cifarbudget.training.generative import (Every, RealBatches, RunningMeans, TrainingFiles,
-                                             memory_format, run_fingerprint, train_loop)
+                                             memory_format, run_fingerprint, run_speed,
+                                             train_loop)
 
 STEP_STREAM, PROGRESS_STREAM = 1, 2  # stream 0 orders the real batches (generative.py)
 PROGRESS_ROWS, PROGRESS_PER_ROW = 10, 8
@@ -44,6 +45,9 @@ def vae_loss(x: torch.Tensor, reconstruction: torch.Tensor, mean: torch.Tensor,
 
 class VaeTrainer:
     """The VAE and its Adam optimizer, capped at `update_limit` updates."""
+
+    history_panels = {"loss and its reconstruction term": ("loss", "recon"),
+                      "KL divergence from the prior": ("kl",)}
 
     def __init__(self, params: VaeParams, classes: list[str], update_limit: int,
                  device: torch.device):
@@ -107,20 +111,15 @@ class VaeRun:
     iterations: int      # run by this process (fewer than vae.steps after a resume)
     wall_seconds: float  # of those iterations
 
-    def metrics(self, params: Params) -> dict:
+    def metrics(self) -> dict:
         counts = self.trainer.param_counts()
         updates = self.trainer.optimizer.updates
-        return {
-            "params": {**counts, "total": sum(counts.values()),
-                       "budget_fewer_than": params.budget.gan_params},
-            "updates": {"encoder": updates, "decoder": updates,
-                        "budget_per_network": params.budget.gan_steps},
-            "steps": self.trainer.step,
-            "wall_seconds": round(self.wall_seconds, 2),
-            "iterations_per_second": (round(self.iterations / self.wall_seconds, 3)
-                                      if self.iterations else None),
-            "device": str(self.trainer.device),
-        }
+        return {"params": {**counts, "total": sum(counts.values())},
+                "updates": {"encoder": updates, "decoder": updates},
+                "steps": self.trainer.step}
+
+    def diagnostics(self) -> dict:
+        return run_speed(self.iterations, self.wall_seconds, self.trainer.device)
 
 
 def progress_inputs(params: VaeParams, data: PreparedData, device: torch.device):
