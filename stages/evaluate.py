@@ -1,7 +1,8 @@
 """Stage `evaluate`: FID, KID, IS, classifier metrics and LPIPS of the samples:
-metrics/<generator.model>.json (and what explains them: logs/<generator.model>_evaluation.json); the classifier's accuracy
-per class on generated vs real images: plots/<generator.model>/per_class_accuracy.{csv,png};
-the quality of every training snapshot: plots/<generator.model>/quality.csv."""
+metrics/<generator.model>.json (what explains them: logs/<generator.model>_evaluation.json);
+the classifier's accuracy per class on generated vs real images:
+plots/<generator.model>/per_class_accuracy.{csv,png}; the quality of every training snapshot:
+plots/<generator.model>/quality.csv."""
 import _local_src  # noqa: F401  (first: this tree's src/ before any installed copy)
 
 from cifarbudget.config import load_params

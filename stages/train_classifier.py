@@ -21,7 +21,8 @@ def main() -> None:
     params = load_params()
     data = load_prepared()
     device = pick_device()
-    results = [train_seed(seed, data, params, device, CHECKPOINTS / "classifier" / f"seed_{seed}.pt")
+    results = [train_seed(seed, data, params, device,
+                          CHECKPOINTS / "classifier" / f"seed_{seed}.pt")
                for seed in params.classifier.seeds]
 
     with atomic_dir(CLASSIFIER_MODELS) as folder:

@@ -1,6 +1,7 @@
 """Shared fixtures: synthetic CIFAR archives and prepared data, and a scratch copy of the repo."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import io
@@ -11,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import typing
 from pathlib import Path
 
 import numpy as np
@@ -202,6 +204,37 @@ def run(cmd: list[str], cwd: Path, check: bool = True, timeout: float = 900) -> 
     return proc
 
 
+def queue_states(repo: Path) -> dict[str, str]:
+    """Experiment name -> state (Queued, Running, Success, Failed) from `dvc queue status`."""
+    states = {}
+    for line in run(["dvc", "queue", "status"], repo).stdout.splitlines()[1:]:
+        words = line.split()  # task, name, created (one or more words), status
+        if len(words) > 2 and words[-1] in ("Queued", "Running", "Success", "Failed"):
+            states[words[1]] = words[-1]
+    return states
+
+
+def wait_for_queue(repo: Path, timeout: float = 900) -> dict[str, str]:
+    """Poll `dvc queue status` until every experiment has ended -> their final states."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        states = queue_states(repo)
+        if states and all(s in ("Success", "Failed") for s in states.values()):
+            return states
+        assert time.monotonic() < deadline, f"the queue did not finish: {states}"
+        time.sleep(1)
+
+
+def exp_table(repo: Path, *args: str) -> list[dict]:
+    """`dvc exp show --csv` as rows of column -> value."""
+    import csv
+
+    shown = run(["dvc", "exp", "show", "--csv", "--no-pager", *args], repo).stdout
+    return list(csv.DictReader(io.StringIO(shown)))
+
+
 def error_line(proc) -> str:
     """The stage's one `error: ...` line; it must be the last line and come without a traceback."""
     assert proc.returncode == 2, proc.stderr
@@ -217,6 +250,9 @@ def snapshot(folder: Path) -> dict:
 
 
 # Tiny budgets under which every stage of the pipeline runs in seconds on a CPU.
+GIT = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
+# What the README says to commit after a run: DVC's record and the small results kept in git.
+RESULTS_IN_GIT = ["dvc.lock", "metrics", "plots", "logs"]
 # metrics/<model>.json, the same for the GAN and the VAE so that they compare.
 METRIC_KEYS = ["fid", "kid", "inception_score", "classifier_accuracy_generated",
                "classifier_accuracy_real", "worst_class_accuracy_generated", "classifier_fid",
@@ -287,3 +323,70 @@ def write_untrained_models(root: Path, num_classes: int = 4) -> None:
     classifier = build_classifier(widths, depths, num_classes)
     save_checkpoint(root / "models/classifier/seed_0.pt",
                     model_file_state(classifier, widths, depths, [0.5] * 3, [0.25] * 3, classes))
+
+
+@contextlib.contextmanager
+def recording_params_reads(reads: set[str]):
+    """Within the block, every params.yaml key a stage reads after `load_params` (which also
+    validates every key) is added to `reads` as "section.key"."""
+    import cifarbudget.config as config
+
+    sections = {cls: name for name, cls in typing.get_type_hints(config.Params).items()}
+    loaded = []
+
+    def getattribute(self, name):
+        value = object.__getattribute__(self, name)
+        if loaded and name in type(self).__dataclass_fields__:
+            reads.add(f"{sections[type(self)]}.{name}")
+        return value
+
+    def load_params(*args, **kwargs):
+        params = original(*args, **kwargs)
+        loaded.append(True)
+        return params
+
+    original = config.load_params
+    config.load_params = load_params
+    for cls in sections:
+        cls.__getattribute__ = getattribute
+    try:
+        yield reads
+    finally:
+        config.load_params = original
+        for cls in sections:
+            del cls.__getattribute__
+
+
+def undeclared_params_reads(repo: Path, dvc_yaml: str | None = None,
+                            only: tuple[str, ...] | None = None) -> list[str]:
+    """'stage: key' for each params key a stage of dvc.yaml (`repo`'s, or the text
+    `dvc_yaml`) reads without declaring it in its `params`. Runs every stage script (or those
+    named in `only`) again, in-process, on the outputs of a finished `dvc repro` (each finds
+    its work done or redoes it quickly)."""
+    import runpy
+
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    stages = yaml.safe_load((dvc_yaml or (repo / "dvc.yaml").read_text()).replace(
+        "${generator.model}", params["generator"]["model"]))["stages"]
+    import torch
+
+    missing, cwd, path = [], os.getcwd(), list(sys.path)
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    try:
+        os.chdir(repo)
+        for name, stage in stages.items():
+            if only is not None and name not in only:
+                continue
+            script = stage["cmd"].split()[-1]
+            sys.path.insert(0, str(repo / Path(script).parent))  # as `python script` does
+            with recording_params_reads(set()) as reads:
+                runpy.run_path(script, run_name="__main__")
+            declared = stage.get("params", [])
+            missing += [f"{name}: {key}" for key in sorted(reads)
+                        if not any(key == d or key.startswith(f"{d}.") for d in declared)]
+    finally:
+        os.chdir(cwd)
+        sys.path[:] = path
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+    return missing

@@ -9,6 +9,19 @@ class UserError(Exception):
     """
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during training; the message says what a rerun will do."""
+
+    @classmethod
+    def at(cls, name: str, step: int, saved_step: int | None, checkpoint: object,
+           every: int) -> "Interrupted":
+        if saved_step is None:
+            return cls(f"{name} stopped at step {step:,}, before its first checkpoint (one every "
+                       f"{every:,} steps): a rerun of `dvc repro` starts it over")
+        return cls(f"{name} stopped at step {step:,}: rerun `dvc repro` to continue from the "
+                   f"checkpoint of step {saved_step:,} ({checkpoint})")
+
+
 def first_line(exc: BaseException) -> str:
     """The first line of an exception's message (its type if it has none), for a one-line error."""
     text = str(exc).strip()

@@ -14,6 +14,8 @@ def run_stage(main: Callable[[], None]) -> None:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
-        print("interrupted; rerun the stage to continue from the last checkpoint", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        print(f"interrupted: {exc}" if str(exc) else
+              "interrupted; rerun `dvc repro` (a training stage continues from its last "
+              "checkpoint, if it wrote one)", file=sys.stderr)
         sys.exit(130)

@@ -10,11 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TINY_PARAMS, build_archive, run, set_params
+from tests.conftest import GIT, TINY_PARAMS, build_archive, run, set_params, wait_for_queue
 
 pytestmark = pytest.mark.slow
 
-GIT = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
 EXPERIMENTS = {"lr-low": 0.05, "lr-high": 0.4}
 TIMING_KEYS = {"wall_seconds", "train_seconds", "train_images_per_second", "images_per_second",
                "peak_memory_mib", "device"}
@@ -26,13 +25,6 @@ def without_timing(obj):
     if isinstance(obj, list):
         return [without_timing(v) for v in obj]
     return obj
-
-
-def queue_states(repo) -> list[str]:
-    """The status column of `dvc queue status`, one entry per queued experiment."""
-    lines = run(["dvc", "queue", "status"], repo).stdout.splitlines()
-    return [word for line in lines[1:] for word in line.split()
-            if word in ("Queued", "Running", "Success", "Failed")]
 
 
 class TrainingProcessWatch(threading.Thread):
@@ -81,15 +73,10 @@ def test_two_queued_experiments_run_in_parallel_and_match_solo_runs(repo_copy, t
     watch = TrainingProcessWatch(repo_copy)
     watch.start()
     run(["dvc", "queue", "start", "-j", "2"], repo_copy)
-    deadline = time.monotonic() + 600
-    while True:
-        states = queue_states(repo_copy)
-        if states and all(s in ("Success", "Failed") for s in states) or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
+    states = wait_for_queue(repo_copy, timeout=600)
     watch.done.set()
-    assert states == ["Success", "Success"], run(["dvc", "queue", "logs", "lr-high"], repo_copy,
-                                                 check=False).stdout
+    assert states == {"lr-low": "Success", "lr-high": "Success"}, run(
+        ["dvc", "queue", "logs", "lr-high"], repo_copy, check=False).stdout
     assert watch.most == 2  # side by side, not one after the other
 
     # Each experiment is a git ref; its metrics file is in git (cache: false).

@@ -5,7 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from tests.conftest import METRIC_KEYS, TINY_PARAMS, build_archive, run, set_params, snapshot
+from tests.conftest import (GIT, METRIC_KEYS, RESULTS_IN_GIT, TINY_PARAMS, build_archive, run,
+                            set_params, snapshot, undeclared_params_reads)
 
 STAGES = ("download", "prepare", "train_classifier", "train_generator", "sample", "evaluate")
 FIGURES = ("samples.png", "interpolations.png", "real_vs_generated.png", "nearest_neighbours.png",
@@ -58,10 +59,13 @@ def test_dvc_repro_runs_the_whole_pipeline_offline(repo_copy, tmp_path, random_i
 
     assert "up to date" in run(["dvc", "status"], repo_copy).stdout
     assert "classifier_fid" in run(["dvc", "metrics", "show"], repo_copy).stdout
-    run(["dvc", "plots", "diff", "--out", str(tmp_path / "rendered")], repo_copy)
+    run([*GIT, "add", *RESULTS_IN_GIT], repo_copy)  # as the README's first run says
+    run([*GIT, "commit", "-qm", "first results"], repo_copy)
+    shown = run(["dvc", "plots", "diff", "--out", str(tmp_path / "rendered")], repo_copy)
+    assert "failed to load" not in shown.stdout + shown.stderr
     page = (tmp_path / "rendered" / "index.html").read_text()
-    assert "GAN losses" in page and "Accuracy per class on generated images" in page
-    assert "Quality over training" in page
+    assert "Accuracy per class on generated images" in page and "Quality over training" in page
+    assert "plots/gan/history.png" in page and "plots/vae" not in page
     for name in FIGURES:
         assert name in page
 
@@ -72,3 +76,13 @@ def test_dvc_repro_runs_the_whole_pipeline_offline(repo_copy, tmp_path, random_i
     failed = run(["dvc", "repro"], repo_copy, check=False)
     assert failed.returncode != 0 and "error: sample.count" in failed.stderr
     assert {name: snapshot(repo_copy / name) for name in results} == before
+
+    # Every params key a stage reads is one of its params in dvc.yaml, so dvc.lock records it.
+    set_params(repo_copy, {"sample.count": SAMPLE_COUNT})
+    assert undeclared_params_reads(repo_copy) == []
+    # The check itself: with `sample` dropped from evaluate's params, it names what is read.
+    text = (repo_copy / "dvc.yaml").read_text()
+    incomplete = text.replace("      - sample          # the snapshots", "      # the snapshots")
+    assert incomplete != text
+    assert undeclared_params_reads(repo_copy, incomplete, only=("evaluate",)) == [
+        "evaluate: sample.batch_size", "evaluate: sample.count", "evaluate: sample.seed"]

@@ -9,7 +9,8 @@ import torch
 
 from cifarbudget.models.vae import load_decoder
 from tests.conftest import (METRIC_KEYS, TINY_PARAMS, build_archive, error_line, run,
-                            run_stage_script, set_params, snapshot, stage_workdir)
+                            run_stage_script, set_params, snapshot, stage_workdir,
+                            undeclared_params_reads)
 
 TINY_VAE = {k: v for k, v in TINY_PARAMS.items() if k.startswith("vae.")}
 OUTPUTS = ("models/vae/vae.pt", "checkpoints/vae/checkpoint.pt", "plots/vae/history.csv",
@@ -88,6 +89,7 @@ def test_dvc_repro_with_the_vae_trains_no_gan_and_samples_and_evaluates_the_vae(
     metrics = json.loads((repo_copy / "metrics/vae.json").read_text())
     assert list(metrics) == METRIC_KEYS  # the same report as the GAN's, so they compare
     assert metrics["fid"] is None and metrics["classifier_fid"] > 0
+    assert undeclared_params_reads(repo_copy) == []
     log = json.loads((repo_copy / "logs/vae_evaluation.json").read_text())
     assert log["inception_skipped"] == "evaluate.inception_weights is 'skip'"
     assert "up to date" in run(["dvc", "status"], repo_copy).stdout

@@ -126,7 +126,8 @@ def test_an_interrupted_run_resumes_bit_identically(uninterrupted, tmp_path, dat
         original(self, batches)
 
     monkeypatch.setattr(GanTrainer, "iteration", interrupted_at_step_5)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt, match=r"train_gan stopped at step 5: rerun `dvc repro` "
+                                                r"to continue from the checkpoint of step 3 \("):
         train_gan(tiny_params(), data, outputs)
     assert load_checkpoint(outputs.checkpoint)["step"] == 3  # the last checkpoint
     monkeypatch.setattr(GanTrainer, "iteration", original)
@@ -154,6 +155,20 @@ def test_a_run_that_starts_over_drops_the_snapshots_of_the_old_run(uninterrupted
     shutil.copytree(uninterrupted[2].snapshots, outputs.snapshots)
     train_gan(tiny_params(steps=3, lr_d=1e-3), data, outputs)
     assert [p.name for p in snapshot_files(outputs.snapshots)] == ["step_000003.pt"]
+
+
+def test_an_interruption_before_the_first_checkpoint_says_a_rerun_starts_over(tmp_path, data,
+                                                                              monkeypatch):
+    def interrupted_at_step_2(self, batches):
+        if self.step == 2:
+            raise KeyboardInterrupt
+        self.step += 1
+
+    monkeypatch.setattr(GanTrainer, "iteration", interrupted_at_step_2)
+    with pytest.raises(KeyboardInterrupt, match="stopped at step 2, before its first checkpoint "
+                                                r"\(one every 3 steps\): a rerun of `dvc repro` "
+                                                "starts it over"):
+        train_gan(tiny_params(), data, training_files_in(tmp_path, "gan"))
 
 
 def test_raising_gan_steps_continues_a_finished_run(uninterrupted, tmp_path, data):

@@ -24,7 +24,7 @@ from cifarbudget.config import Params, as_dict
 from cifarbudget.data.augment import augment_batch
 from cifarbudget.data.prepared import PreparedData
 from cifarbudget.device import autocast, keep_freed_memory, seed_everything, stateless_generator
-from cifarbudget.errors import UserError
+from cifarbudget.errors import Interrupted, UserError
 from cifarbudget.models.classifier import (SeparableResNet, build_classifier, classifier_features,
                                            model_file_state, normalize)
 from cifarbudget.training.budget import UpdateCap, check_param_budget, count_trainable
@@ -217,41 +217,50 @@ def train_seed(seed: int, data: PreparedData, params: Params, device: torch.devi
         started, run_start_step, run_train_seconds = time.perf_counter(), step, 0.0
         bar = tqdm(total=c.steps, initial=step, desc=f"classifier seed {seed}", unit="step",
                    disable=not progress, dynamic_ncols=True)
-        while step < c.steps:
-            step_start = time.perf_counter()
-            loss, correct = trainer.step(step)
-            step += 1
-            window["steps"] += 1
-            window["loss"] += loss.item()
-            window["correct"] += correct.item()
-            run_train_seconds += time.perf_counter() - step_start
-            bar.update(1)
-            if step % 10 == 0 or step == c.steps:
-                images_per_second = (step - run_start_step) * c.batch_size / run_train_seconds
-                bar.set_postfix(loss=f"{window['loss'] / window['steps']:.3f}",
-                                acc=f"{window['correct'] / (window['steps'] * c.batch_size):.3f}",
-                                img_s=f"{images_per_second:.0f}", refresh=False)
-            if step % c.eval_every == 0 or step == c.steps:
-                test_loss, test_acc = evaluate(trainer.model, test_images, test_labels, data.mean,
-                                               data.std, device, c.bf16, c.flip_test)
-                history.append({
-                    "step": step, "epoch": round(step / trainer.shuffler.steps_per_epoch, 3),
-                    "lr": learning_rate(step - 1, c.lr, c.warmup_steps, c.steps),
-                    "train_loss": window["loss"] / window["steps"],
-                    "train_acc": window["correct"] / (window["steps"] * c.batch_size),
-                    "test_loss": test_loss, "test_acc": test_acc})
-                window = {"steps": 0, "loss": 0.0, "correct": 0}
-                bar.write(f"seed {seed} step {step}: train loss {history[-1]['train_loss']:.3f} "
-                          f"acc {history[-1]['train_acc']:.3f}, test loss {test_loss:.3f} "
-                          f"acc {test_acc:.3f}")
-            if step % c.checkpoint_every == 0 or step == c.steps:
-                save_checkpoint(checkpoint_path, {
-                    "fingerprint": run_fingerprint, "step": step, "history": history,
-                    "window": window, "model": trainer.model.state_dict(),
-                    "optimizer": trainer.optimizer.state_dict(),
-                    "train_seconds": state["train_seconds"] + run_train_seconds,
-                    "wall_seconds": state["wall_seconds"] + time.perf_counter() - started,
-                    "peak_memory_mib": max(state["peak_memory_mib"], peak_memory_mib(device))})
+        saved_step = state["step"] if state["step"] else None
+        try:
+            while step < c.steps:
+                step_start = time.perf_counter()
+                loss, correct = trainer.step(step)
+                step += 1
+                window["steps"] += 1
+                window["loss"] += loss.item()
+                window["correct"] += correct.item()
+                run_train_seconds += time.perf_counter() - step_start
+                bar.update(1)
+                if step % 10 == 0 or step == c.steps:
+                    images_per_second = (step - run_start_step) * c.batch_size / run_train_seconds
+                    accuracy = window["correct"] / (window["steps"] * c.batch_size)
+                    bar.set_postfix(loss=f"{window['loss'] / window['steps']:.3f}",
+                                    acc=f"{accuracy:.3f}", img_s=f"{images_per_second:.0f}",
+                                    refresh=False)
+                if step % c.eval_every == 0 or step == c.steps:
+                    test_loss, test_acc = evaluate(trainer.model, test_images, test_labels,
+                                                   data.mean, data.std, device, c.bf16,
+                                                   c.flip_test)
+                    history.append({
+                        "step": step, "epoch": round(step / trainer.shuffler.steps_per_epoch, 3),
+                        "lr": learning_rate(step - 1, c.lr, c.warmup_steps, c.steps),
+                        "train_loss": window["loss"] / window["steps"],
+                        "train_acc": window["correct"] / (window["steps"] * c.batch_size),
+                        "test_loss": test_loss, "test_acc": test_acc})
+                    window = {"steps": 0, "loss": 0.0, "correct": 0}
+                    bar.write(f"seed {seed} step {step}: train loss "
+                              f"{history[-1]['train_loss']:.3f} acc "
+                              f"{history[-1]['train_acc']:.3f}, test loss {test_loss:.3f} "
+                              f"acc {test_acc:.3f}")
+                if step % c.checkpoint_every == 0 or step == c.steps:
+                    save_checkpoint(checkpoint_path, {
+                        "fingerprint": run_fingerprint, "step": step, "history": history,
+                        "window": window, "model": trainer.model.state_dict(),
+                        "optimizer": trainer.optimizer.state_dict(),
+                        "train_seconds": state["train_seconds"] + run_train_seconds,
+                        "wall_seconds": state["wall_seconds"] + time.perf_counter() - started,
+                        "peak_memory_mib": max(state["peak_memory_mib"], peak_memory_mib(device))})
+                    saved_step = step
+        except KeyboardInterrupt:
+            raise Interrupted.at(f"classifier seed {seed}", step, saved_step, checkpoint_path,
+                                 c.checkpoint_every) from None
         bar.close()
         state = resume_state(checkpoint_path, run_fingerprint)
 

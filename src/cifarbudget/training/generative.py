@@ -1,11 +1,12 @@
-"""What the two generative models (GAN and VAE) share in training: seeded real batches,
-logged means, and the loop that resumes, logs, draws progress and checkpoints.
+"""What the two generative models (GAN and VAE) share in training: seeded real batches, logged
+means, and the loop that resumes, logs, draws progress and checkpoints.
 
 The loop drives a trainer with `.step`, `.means` (RunningMeans), `.iteration(real_batches)`,
-`.state_dict()`, `.load_state_dict(state)`, `.sampling_network()` and `.history_panels`
-(the history figure's panels: a title -> the logged values drawn in it). Every random draw of an iteration comes from
-generators seeded by (seed, step), and the checkpoint holds every other piece of state, so
-a resumed run on the CPU ends with the weights an uninterrupted one would have.
+`.state_dict()`, `.load_state_dict(state)`, `.sampling_network()` and `.history_panels` (the
+history figure's panels: a title -> the logged values drawn in it). Every random draw of an
+iteration comes from generators seeded by (seed, step), and the checkpoint holds every other
+piece of state, so a resumed run on the CPU ends with the weights an uninterrupted one would
+have.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from tqdm import tqdm
 from cifarbudget.config import as_dict
 from cifarbudget.data.prepared import PreparedData, to_tensor_nchw
 from cifarbudget.device import keep_freed_memory, stateless_generator
-from cifarbudget.errors import UserError
+from cifarbudget.errors import Interrupted, UserError
 from cifarbudget import paths
 from cifarbudget.io import write_csv
 from cifarbudget.plots.history import save_history_figure
@@ -188,38 +189,47 @@ def train_loop(trainer, real_batches: RealBatches, steps: int, every: Every,
         tqdm.write(f"{name}: resuming from {files.checkpoint} at step {trainer.step}")
     drop_snapshots_after(files.snapshots, trainer.step)
 
+    saved_step = trainer.step if state is not None else None
+
     def save_state() -> None:
+        nonlocal saved_step
         save_checkpoint(files.checkpoint, {**trainer.state_dict(), "fingerprint": run_id,
                                            "history": history,
                                            "running_means": trainer.means.state_dict()})
+        saved_step = trainer.step
+
+    def save_figures() -> None:
+        save_progress()
+        save_history_figure(history, trainer.history_panels, files.history_figure,
+                            f"{name}: training history")
 
     keep_freed_memory()  # every iteration reallocates the same activations
     start = trainer.step
     started = time.perf_counter()
     bar = tqdm(total=steps, initial=start, desc=name, unit="it", dynamic_ncols=True)
-    while trainer.step < steps:
-        trainer.iteration(real_batches)
-        bar.update()
-        last = trainer.step == steps
-        if trainer.step % every.log == 0 or last:
-            means = trainer.means.pop()
-            history.append({"step": trainer.step, **means, **extra_columns})
-            write_csv(files.history, history)
-            bar.set_postfix({key: f"{value:.3f}" for key, value in means.items()})
-        if trainer.step % every.progress == 0 or last:
-            save_progress()
-            save_history_figure(history, trainer.history_panels, files.history_figure,
-                                f"{name}: training history")
-        if trainer.step % every.snapshot == 0 or last:
-            save_snapshot(files.snapshots, trainer.step, trainer.sampling_network(),
-                          trainer.classes)
-        if trainer.step % every.checkpoint == 0 or last:
-            save_state()
+    try:
+        while trainer.step < steps:
+            trainer.iteration(real_batches)
+            bar.update()
+            last = trainer.step == steps
+            if trainer.step % every.log == 0 or last:
+                means = trainer.means.pop()
+                history.append({"step": trainer.step, **means, **extra_columns})
+                write_csv(files.history, history)
+                bar.set_postfix({key: f"{value:.3f}" for key, value in means.items()})
+            if trainer.step % every.progress == 0 or last:
+                save_figures()
+            if trainer.step % every.snapshot == 0 or last:
+                save_snapshot(files.snapshots, trainer.step, trainer.sampling_network(),
+                              trainer.classes)
+            if trainer.step % every.checkpoint == 0 or last:
+                save_state()
+    except KeyboardInterrupt:
+        raise Interrupted.at(name, trainer.step, saved_step, files.checkpoint,
+                             every.checkpoint) from None
     bar.close()
     wall = time.perf_counter() - started
     if start == steps:  # a finished run resumed: `dvc repro` deleted these outputs first
         write_csv(files.history, history)
-        save_progress()
-        save_history_figure(history, trainer.history_panels, files.history_figure,
-                            f"{name}: training history")
+        save_figures()
     return trainer.step - start, wall
