@@ -11,14 +11,18 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from cifarbudget.errors import UserError
 from cifarbudget.io import atomic_dir, write_json
 
+if TYPE_CHECKING:
+    import torch
+
 PREPARED_DIR = Path("data/prepared")
+MAX_CLASS_NAME = 100  # characters; CIFAR's longest is 13
 FILES = ("train_images.npy", "train_labels.npy", "test_images.npy", "test_labels.npy",
          "meta.json", "stats.json")
 
@@ -48,8 +52,24 @@ def load_prepared(folder: str | Path = PREPARED_DIR) -> PreparedData:
     arrays = {f[:-4]: np.load(folder / f, allow_pickle=False) for f in FILES if f.endswith(".npy")}
     meta = json.loads((folder / "meta.json").read_text())
     stats = json.loads((folder / "stats.json").read_text())
+    check_class_names(meta["classes"], f"{folder}/meta.json: classes",
+                      "rerun `dvc repro prepare`")
     return PreparedData(**arrays, classes=meta["classes"], name=meta["name"],
                         mean=stats["mean"], std=stats["std"])
+
+
+def check_class_names(names: list[str], where: str, fix: str) -> None:
+    """Refuse class names that are empty, too long, unprintable (control characters would
+    reach the terminal raw) or repeated; `where` names their source, `fix` the remedy."""
+    for name in names:
+        if not (isinstance(name, str) and 0 < len(name) <= MAX_CLASS_NAME
+                and name.isprintable() and name == name.strip()):
+            shown = repr(name[:40]) if isinstance(name, str) else type(name).__name__
+            raise UserError(f"{where}: class name {shown} is not 1 to {MAX_CLASS_NAME} printable "
+                            f"characters without surrounding spaces; {fix}")
+    if len(set(names)) < len(names):
+        repeated = next(n for i, n in enumerate(names) if n in names[:i])
+        raise UserError(f"{where}: class name {repeated!r} appears more than once; {fix}")
 
 
 def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
@@ -78,4 +98,6 @@ def save_prepared(data: PreparedData, folder: str | Path = PREPARED_DIR) -> None
 
 def to_tensor_nchw(images: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
     """uint8 NHWC array -> uint8 NCHW tensor on `device` (convert to float per batch)."""
+    import torch  # here, not above: reading an archive (`prepare`) needs no torch
+
     return torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2)
