@@ -418,7 +418,7 @@ def test_members_larger_than_a_cifar_archive_holds_are_refused_before_reading(tm
     bomb = tmp_path / "bomb.tar.gz"
     bomb.write_bytes(gzip_members(tar_header("cifar-100-python/train", 3 << 30)))  # header only
     limit = member_limit("cifar-100-python/train")
-    assert 150_000_000 < limit < 200_000_000  # the official file's 155 MB, with a margin
+    assert 155_000_000 < limit < 300_000_000  # the official file's ~155 MB, with the margins
     with pytest.raises(UserError, match=rf"member 'cifar-100-python/train' declares 3,221,225,472 "
                                         rf"bytes, more than the {limit:,} allowed"):
         read_cifar_archive(bomb, "cifar100")

@@ -14,7 +14,6 @@ so memory stays within a small multiple of the official archive's size on any in
 from __future__ import annotations
 
 import gzip
-import io
 import math
 import pickle
 import tarfile
@@ -67,10 +66,12 @@ LAYOUTS = {
 IMAGE_BYTES = 3 * 32 * 32
 # Size limits, from the official archives: a data file holds per image its 3,072 bytes plus
 # about 40 of labels and file name; meta files and readme are a few KB; there are <= 9 members.
-PER_IMAGE_BYTES = IMAGE_BYTES + 256
+# Pickles written by Python 3 with protocol 2 spell each byte above 127 in two: half more.
+PER_IMAGE_BYTES = IMAGE_BYTES * 3 // 2 + 256
 MARGIN = 1.1
 SMALL_MEMBER_BYTES = 256 << 10
 MAX_MEMBERS = 32
+READ_CHUNK = 1 << 20
 # Any layout's data file may be met (a mismatch is named once all names are known).
 DATA_FILE_LIMITS = {m: n for layout in LAYOUTS.values() for m, n in layout.data_file_limits().items()}
 # The decompressed archive, tar headers included; and the .tar.gz, which images barely
@@ -159,12 +160,11 @@ def read_cifar_archive(path: str | Path, name: str) -> PreparedData:
     """The train and test sets of the archive at `path`, which must have the layout of `name`."""
     path = Path(path)
     layout = LAYOUTS[name]
-    names, payloads = _read_members(path, layout)
+    names, contents = _read_members(path, layout)
     _check_layout(path, name, names)
-    meta = _unpickle(payloads[layout.member(layout.meta)], layout.member(layout.meta))
-    classes = _class_names(meta, layout)
-    train_images, train_labels = _read_split(payloads, layout, layout.train, len(classes))
-    test_images, test_labels = _read_split(payloads, layout, layout.test, len(classes))
+    classes = _class_names(contents[layout.member(layout.meta)], layout)
+    train_images, train_labels = _read_split(contents, layout, layout.train, len(classes))
+    test_images, test_labels = _read_split(contents, layout, layout.test, len(classes))
     mean, std = channel_stats(train_images)
     return PreparedData(train_images=train_images, train_labels=train_labels,
                         test_images=test_images, test_labels=test_labels,
@@ -188,8 +188,47 @@ class _BoundedReader:
         return chunk
 
 
-def _read_members(path: Path, layout: Layout) -> tuple[set[str], dict[str, bytes]]:
-    """Names of all regular files in the archive, and the bytes of the layout's members."""
+class _ArchiveError(Exception):
+    """Reading the archive itself failed (corrupt or truncated), not a pickle in it."""
+
+
+class _MemberReader:
+    """A member's bytes for the unpickler, taken from the archive 1 MB at a time: a large
+    array is then not held twice over while it is read."""
+
+    def __init__(self, file):
+        self.file = file
+
+    def _read(self, size: int) -> bytes:
+        try:
+            return self.file.read(size)
+        except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+            raise _ArchiveError(exc) from None
+
+    def read(self, size: int = -1) -> bytes:
+        chunks, left = [], size if size is not None and size >= 0 else float("inf")
+        while left > 0 and (chunk := self._read(int(min(left, READ_CHUNK)))):
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
+
+    def readinto(self, buffer) -> int:
+        view, filled = memoryview(buffer).cast("B"), 0
+        while filled < len(view) and (chunk := self._read(min(len(view) - filled, READ_CHUNK))):
+            view[filled:filled + len(chunk)] = chunk
+            filled += len(chunk)
+        return filled
+
+    def readline(self) -> bytes:
+        try:
+            return self.file.readline()
+        except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+            raise _ArchiveError(exc) from None
+
+
+def _read_members(path: Path, layout: Layout) -> tuple[set[str], dict[str, dict]]:
+    """Names of all regular files in the archive, and the unpickled dicts of the layout's
+    members (unpickled as they are met, so their bytes are never all held at once)."""
     try:
         size = path.stat().st_size
     except FileNotFoundError:
@@ -198,7 +237,7 @@ def _read_members(path: Path, layout: Layout) -> tuple[set[str], dict[str, bytes
         raise UserError(f"{path}: {size:,} bytes, more than a CIFAR archive holds "
                         f"({MAX_ARCHIVE_BYTES:,}); point data.source at a CIFAR archive")
     wanted = set(layout.members)
-    names, payloads = set(), {}
+    names, contents = set(), {}
     try:
         # Stream mode: members are read in order, and only up to the decompressed limit.
         with open(path, "rb") as raw, \
@@ -216,11 +255,12 @@ def _read_members(path: Path, layout: Layout) -> tuple[set[str], dict[str, bytes
                                         f"archive")
                     names.add(member_name)
                     if member_name in wanted:
-                        payloads[member_name] = tar.extractfile(member).read()
-    except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+                        contents[member_name] = _unpickle(
+                            _MemberReader(tar.extractfile(member)), member_name)
+    except (tarfile.TarError, EOFError, zlib.error, OSError, _ArchiveError) as exc:
         raise UserError(f"{path}: not a readable .tar.gz archive ({exc}); it is corrupt or truncated: "
                         f"delete it and rerun `dvc repro download`") from None
-    return names, payloads
+    return names, contents
 
 
 def _check_member(path: Path, member: tarfile.TarInfo, count: int) -> None:
@@ -267,10 +307,12 @@ def _text(value):
     return value.decode("latin1") if isinstance(value, bytes) else value
 
 
-def _unpickle(payload: bytes, member: str) -> dict:
+def _unpickle(file: _MemberReader, member: str) -> dict:
     """A CIFAR file's dict, keys as str; official files need encoding="latin1"."""
     try:
-        obj = _ArrayUnpickler(io.BytesIO(payload), encoding="latin1").load()
+        obj = _ArrayUnpickler(file, encoding="latin1").load()
+    except _ArchiveError:
+        raise
     except _ForbiddenGlobal as exc:
         raise UserError(f"{member}: the pickle asks for {exc}, which a CIFAR file never holds; "
                         f"refused without running anything: use an official CIFAR archive") from None
@@ -303,14 +345,13 @@ def _class_names(meta: dict, layout: Layout) -> list[str]:
     return names
 
 
-def _read_split(payloads: dict[str, bytes], layout: Layout, files: tuple[str, ...],
+def _read_split(contents: dict[str, dict], layout: Layout, files: tuple[str, ...],
                 num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     """uint8 (N, 32, 32, 3) images and int64 labels from the channel-major rows of `files`."""
     rows, labels = [], []
     for file in files:
         member = layout.member(file)
-        # The array keeps the payload's bytes: drop the dict's reference so they go with it.
-        batch = _unpickle(payloads.pop(member), member)
+        batch = contents.pop(member)  # dropped once its arrays are copied into the split's
         data = _entry(batch, "data", member)
         if isinstance(data, _PickledArray):
             data = data.array
