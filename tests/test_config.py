@@ -27,7 +27,7 @@ def test_the_repository_params_are_valid_and_match_the_schema_defaults():
 @pytest.mark.parametrize("overrides, message", [
     ({"classifier.learning_rate": 0.1},
      r"^classifier\.learning_rate: unknown key; allowed keys in classifier: seeds, widths, .*\blr\b"),
-    ({"data.url": "x"}, r"^data\.url: unknown key; allowed keys in data: name, source, md5$"),
+    ({"data.url": "x"}, r"^data\.url: unknown key; allowed keys in data: name, source, md5, download_timeout, download_deadline$"),
 ])
 def test_unknown_keys_are_named_with_the_allowed_ones(params_dir, overrides, message):
     with pytest.raises(UserError, match=message):

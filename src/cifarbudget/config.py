@@ -36,6 +36,9 @@ class DataParams:
     source: str = ""
     # Empty means the official md5 of `name` (only valid with the official source).
     md5: str = ""
+    # Seconds one network read may wait, and the whole download may take (a rerun resumes).
+    download_timeout: float = field(default=60.0, metadata=_range(1.0))
+    download_deadline: float = field(default=3600.0, metadata=_range(1.0))
 
     @property
     def resolved_source(self) -> str:
