@@ -8,6 +8,8 @@ allowed values, and checks the budgets against each other.
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -182,6 +184,9 @@ def _type_name(tp) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+_SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def _coerce(key: str, value, tp):
     """Check `value` against the annotation `tp`; ints are accepted where floats are."""
     origin = typing.get_origin(tp)
@@ -196,6 +201,11 @@ def _coerce(key: str, value, tp):
         (tp,) = [t for t in typing.get_args(tp) if t is not type(None)]
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, str) and _SCIENTIFIC.fullmatch(value.strip()):
+        value = float(value)  # YAML 1.1 (PyYAML) reads 1e-3, without a dot, as a string
+    if tp is float and isinstance(value, float) and not math.isfinite(value):
+        raise UserError(f"{key}: {value} is not a finite number; give one (NaN and infinities "
+                        f"would poison training and the metrics)")
     if tp is str and value is None:
         return ""
     if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
