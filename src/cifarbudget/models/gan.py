@@ -20,7 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from cifarbudget.training.budget import count_trainable
-from cifarbudget.training.checkpoint import load_checkpoint
+from cifarbudget.training.checkpoint import build_saved, load_checkpoint, reading, saved_classes
 
 STEM_SIZE = 4  # side of the generator's first feature map; three 2x upsamplings reach 32
 
@@ -241,25 +241,32 @@ def load_generator(path: str | Path, device: torch.device | str = "cpu"):
     info holds "z_dim", "num_classes" and "classes" (the class names, index = label).
     """
     state = load_checkpoint(path)
-    config = state["config"]
-    generator = Generator(config["z_dim"], config["num_classes"], config["generator_width"])
-    generator.load_state_dict(state["generator_ema"])
-    generator.to(device).eval().requires_grad_(False)
-    info = {"z_dim": config["z_dim"], "num_classes": config["num_classes"],
-            "classes": list(state["classes"])}
-    return generator, info
+    with reading(path, "a GAN model file"):
+        config = state["config"]
+        sizes = {"z_dim": config["z_dim"], "num_classes": config["num_classes"],
+                 "width": config["generator_width"]}
+        generator = build_saved(path, state["generator_ema"], sizes, lambda: Generator(**sizes))
+        generator.load_state_dict(state["generator_ema"])
+        info = {"z_dim": sizes["z_dim"], "num_classes": sizes["num_classes"],
+                "classes": saved_classes(path, state, sizes["num_classes"])}
+    return generator.to(device).eval().requires_grad_(False), info
 
 
 def model_summary(path: str | Path) -> dict:
     """Trainable parameters of G and D and their optimizer updates, as saved by `train_gan`."""
     state = load_checkpoint(path)
-    config = state["config"]
-    generator = Generator(config["z_dim"], config["num_classes"], config["generator_width"])
-    discriminator = Discriminator(config["num_classes"], config["discriminator_width"])
-    # Loading checks that the saved tensors match the architecture being counted.
-    generator.load_state_dict(state["generator"])
-    discriminator.load_state_dict(state["discriminator"])
-    counts = {"generator": count_trainable(generator),
-              "discriminator": count_trainable(discriminator)}
-    return {"params": {**counts, "total": sum(counts.values())},
-            "updates": dict(state["updates"])}
+    with reading(path, "a GAN model file"):
+        config = state["config"]
+        g_sizes = {"z_dim": config["z_dim"], "num_classes": config["num_classes"],
+                   "width": config["generator_width"]}
+        d_sizes = {"num_classes": config["num_classes"], "width": config["discriminator_width"]}
+        generator = build_saved(path, state["generator"], g_sizes, lambda: Generator(**g_sizes))
+        discriminator = build_saved(path, state["discriminator"], d_sizes,
+                                    lambda: Discriminator(**d_sizes))
+        # Loading checks that the saved tensors match the architecture being counted.
+        generator.load_state_dict(state["generator"])
+        discriminator.load_state_dict(state["discriminator"])
+        counts = {"generator": count_trainable(generator),
+                  "discriminator": count_trainable(discriminator)}
+        updates = {k: int(v) for k, v in dict(state["updates"]).items()}
+    return {"params": {**counts, "total": sum(counts.values())}, "updates": updates}
