@@ -103,7 +103,8 @@ def _finite(obj, where: str, replaced: list[str]):
         replaced.append(f"{where or 'value'} was {obj}")
         return None
     if isinstance(obj, dict):
-        return {k: _finite(v, f"{where}.{k}" if where else str(k), replaced) for k, v in obj.items()}
+        return {k: _finite(v, f"{where}.{k}" if where else str(k), replaced)
+                for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_finite(v, f"{where}[{i}]", replaced) for i, v in enumerate(obj)]
     return obj

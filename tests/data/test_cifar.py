@@ -444,7 +444,8 @@ def test_decompressing_past_the_total_limit_stops(tmp_path, splits, monkeypatch)
 
 
 def test_repeated_and_too_many_members_are_refused(tmp_path, splits):
-    files = {m: pickle.dumps(d, protocol=2) for m, d in layout_dicts("cifar100", *splits, CLASSES).items()}
+    dicts = layout_dicts("cifar100", *splits, CLASSES)
+    files = {m: pickle.dumps(d, protocol=2) for m, d in dicts.items()}
     twice = tarfile.TarInfo("cifar-100-python/meta")  # a second, empty meta after the first
     archive = write_tar(tmp_path / "archive.tar.gz", files, extra_members=[twice])
     with pytest.raises(UserError, match=r"two members named 'cifar-100-python/meta'"):
@@ -493,3 +494,38 @@ def test_hostile_archives_fail_with_one_line_within_the_memory_budget(tmp_path, 
     proc = subprocess.run([sys.executable, "-c", READ_UNDER_BUDGET, str(archive)], env=env,
                           capture_output=True, text=True, timeout=120)
     assert f"{archive}" in error_line(proc) or "cifar-100-python/train" in error_line(proc)
+
+
+# --- the prepared data: tampered files are one-line errors, never unbounded reads ------------------
+def test_prepared_arrays_declaring_more_than_the_file_holds_are_refused(tmp_path):
+    from tests.conftest import write_prepared
+
+    folder = write_prepared(tmp_path / "prepared")
+    header = np.lib.format.header_data_from_array_1_0(np.zeros((1, 32, 32, 3), np.uint8))
+    with open(folder / "train_images.npy", "wb") as f:  # 300,000 images in the header, none after
+        np.lib.format.write_array_header_1_0(f, {**header, "shape": (300_000, 32, 32, 3)})
+    with pytest.raises(UserError, match=r"train_images\.npy: not a readable array file .*rerun "
+                                        r"`dvc repro prepare`"):
+        load_prepared(folder)
+
+
+@pytest.mark.parametrize("file, content, message", [
+    ("test_labels.npy", np.zeros(64, np.float32), r"holds float32 of shape \(64,\), expected int64"),
+    ("test_labels.npy", np.full(64, 9, np.int64), r"labels outside 0\.\.3"),
+    ("train_labels.npy", np.zeros(3, np.int64), r"3 labels for 256 images"),
+    ("meta.json", "[1, 2]", r"meta\.json: holds a list, not an object"),
+    ("meta.json", '{"name": "cifar100", "classes": ["a", "a", "b", "c"]}',
+     r"class name 'a' appears more than once"),
+    ("stats.json", '{"mean": [0, 0], "std": [1, 1, 1]}', r"needs a mean and a std of 3 numbers"),
+    ("stats.json", "{", r"stats\.json: not valid JSON"),
+])
+def test_tampered_prepared_files_are_one_line_errors(tmp_path, file, content, message):
+    from tests.conftest import write_prepared
+
+    folder = write_prepared(tmp_path / "prepared")
+    if isinstance(content, str):
+        (folder / file).write_text(content)
+    else:
+        np.save(folder / file, content)
+    with pytest.raises(UserError, match=message):
+        load_prepared(folder)

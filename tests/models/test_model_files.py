@@ -87,8 +87,10 @@ def test_architecture_fields_larger_than_the_file_are_refused_before_allocation(
 @pytest.mark.parametrize("rel, load, change, message", [
     (GAN, load_generator, set_config("z_dim", "128"), r"its architecture \(z_dim 128, .*\) is not "
                                                       r"positive integers"),
-    (GAN, load_generator, set_config("generator_width", 8), r"not a GAN model file \(RuntimeError: "),
-    (GAN, load_generator, lambda s: s.update(classes="abc"), r"not a GAN model file \(ValueError: "),
+    (GAN, load_generator, set_config("generator_width", 8),
+     r"not a GAN model file \(RuntimeError: "),
+    (GAN, load_generator, lambda s: s.update(classes="abc"),
+     r"not a GAN model file \(ValueError: "),
     (GAN, load_generator, lambda s: s.update(classes=["a", "b", "a", "c"]),
      r"classes: class name 'a' appears more than once"),
     (GAN, model_summary, lambda s: s.update(updates=[1]), r"not a GAN model file \(TypeError: "),

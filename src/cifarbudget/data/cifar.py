@@ -73,7 +73,8 @@ SMALL_MEMBER_BYTES = 256 << 10
 MAX_MEMBERS = 32
 READ_CHUNK = 1 << 20
 # Any layout's data file may be met (a mismatch is named once all names are known).
-DATA_FILE_LIMITS = {m: n for layout in LAYOUTS.values() for m, n in layout.data_file_limits().items()}
+DATA_FILE_LIMITS = {member: limit for layout in LAYOUTS.values()
+                    for member, limit in layout.data_file_limits().items()}
 # The decompressed archive, tar headers included; and the .tar.gz, which images barely
 # shrink (gzip adds < 1% to incompressible data).
 MAX_TOTAL_BYTES = (max(sum(layout.data_file_limits().values()) for layout in LAYOUTS.values())

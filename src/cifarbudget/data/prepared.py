@@ -9,13 +9,14 @@ data/prepared/
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from cifarbudget.errors import UserError
+from cifarbudget.errors import UserError, first_line
 from cifarbudget.io import atomic_dir, write_json
 
 if TYPE_CHECKING:
@@ -50,13 +51,56 @@ def load_prepared(folder: str | Path = PREPARED_DIR) -> PreparedData:
     missing = [f for f in FILES if not (folder / f).exists()]
     if missing:
         raise UserError(f"{folder}/{missing[0]}: missing; run `dvc repro prepare` first")
-    arrays = {f[:-4]: np.load(folder / f, allow_pickle=False) for f in FILES if f.endswith(".npy")}
-    meta = json.loads((folder / "meta.json").read_text())
-    stats = json.loads((folder / "stats.json").read_text())
-    check_class_names(meta["classes"], f"{folder}/meta.json: classes",
-                      "rerun `dvc repro prepare`")
-    return PreparedData(**arrays, classes=meta["classes"], name=meta["name"],
-                        mean=stats["mean"], std=stats["std"])
+    fix = "rerun `dvc repro prepare`"
+    arrays = {}
+    for split in ("train", "test"):
+        images = load_array(folder / f"{split}_images.npy", np.uint8, (32, 32, 3), fix)
+        labels = load_array(folder / f"{split}_labels.npy", np.int64, (), fix)
+        if len(labels) != len(images):
+            raise UserError(f"{folder}/{split}_labels.npy: {len(labels)} labels for "
+                            f"{len(images)} images; {fix}")
+        arrays.update({f"{split}_images": images, f"{split}_labels": labels})
+    meta, stats = _read_json(folder / "meta.json", fix), _read_json(folder / "stats.json", fix)
+    classes = meta.get("classes")
+    if not isinstance(classes, list) or not isinstance(meta.get("name"), str):
+        raise UserError(f"{folder}/meta.json: needs a name and a list of classes; {fix}")
+    check_class_names(classes, f"{folder}/meta.json: classes", fix)
+    for split in ("train", "test"):
+        labels = arrays[f"{split}_labels"]
+        if len(labels) and not 0 <= labels.min() <= labels.max() < len(classes):
+            raise UserError(f"{folder}/{split}_labels.npy: labels outside 0..{len(classes) - 1}; "
+                            f"{fix}")
+    moments = [stats.get(k) for k in ("mean", "std")]
+    if not all(isinstance(m, list) and len(m) == 3
+               and all(isinstance(v, (int, float)) and math.isfinite(v) for v in m)
+               for m in moments):
+        raise UserError(f"{folder}/stats.json: needs a mean and a std of 3 numbers each; {fix}")
+    return PreparedData(**arrays, classes=classes, name=meta["name"], mean=moments[0],
+                        std=moments[1])
+
+
+def load_array(path: Path, dtype, item_shape: tuple[int, ...], fix: str) -> np.ndarray:
+    """The (N, *item_shape) array of `dtype` in the .npy file `path`. Mapped first: a header
+    declaring more than the file holds is refused before any memory is taken for it."""
+    try:
+        mapped = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise UserError(f"{path}: not a readable array file ({first_line(exc)}); {fix}") from None
+    if mapped.dtype != dtype or mapped.shape[1:] != item_shape or mapped.ndim != 1 + len(item_shape):
+        raise UserError(f"{path}: holds {mapped.dtype} of shape {mapped.shape}, expected "
+                        f"{np.dtype(dtype)} of shape (N, {', '.join(map(str, item_shape))}); {fix}"
+                        .replace(", )", ")"))
+    return np.array(mapped)
+
+
+def _read_json(path: Path, fix: str) -> dict:
+    try:
+        obj = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise UserError(f"{path}: not valid JSON ({first_line(exc)}); {fix}") from None
+    if not isinstance(obj, dict):
+        raise UserError(f"{path}: holds a {type(obj).__name__}, not an object; {fix}")
+    return obj
 
 
 def check_class_names(names: list[str], where: str, fix: str) -> None:
