@@ -496,7 +496,7 @@ def test_hostile_archives_fail_with_one_line_within_the_memory_budget(tmp_path, 
     assert f"{archive}" in error_line(proc) or "cifar-100-python/train" in error_line(proc)
 
 
-# --- the prepared data: tampered files are one-line errors, never unbounded reads ------------------
+# --- the prepared data: tampered files are one-line errors, never unbounded reads ----------------
 def test_prepared_arrays_declaring_more_than_the_file_holds_are_refused(tmp_path):
     from tests.conftest import write_prepared
 
@@ -510,7 +510,8 @@ def test_prepared_arrays_declaring_more_than_the_file_holds_are_refused(tmp_path
 
 
 @pytest.mark.parametrize("file, content, message", [
-    ("test_labels.npy", np.zeros(64, np.float32), r"holds float32 of shape \(64,\), expected int64"),
+    ("test_labels.npy", np.zeros(64, np.float32),
+     r"holds float32 of shape \(64,\), expected int64"),
     ("test_labels.npy", np.full(64, 9, np.int64), r"labels outside 0\.\.3"),
     ("train_labels.npy", np.zeros(3, np.int64), r"3 labels for 256 images"),
     ("meta.json", "[1, 2]", r"meta\.json: holds a list, not an object"),

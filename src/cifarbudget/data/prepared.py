@@ -86,7 +86,8 @@ def load_array(path: Path, dtype, item_shape: tuple[int, ...], fix: str) -> np.n
         mapped = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
         raise UserError(f"{path}: not a readable array file ({first_line(exc)}); {fix}") from None
-    if mapped.dtype != dtype or mapped.shape[1:] != item_shape or mapped.ndim != 1 + len(item_shape):
+    if (mapped.dtype != dtype or mapped.ndim != 1 + len(item_shape)
+            or mapped.shape[1:] != item_shape):
         raise UserError(f"{path}: holds {mapped.dtype} of shape {mapped.shape}, expected "
                         f"{np.dtype(dtype)} of shape (N, {', '.join(map(str, item_shape))}); {fix}"
                         .replace(", )", ")"))
