@@ -530,3 +530,30 @@ def test_tampered_prepared_files_are_one_line_errors(tmp_path, file, content, me
         np.save(folder / file, content)
     with pytest.raises(UserError, match=message):
         load_prepared(folder)
+
+
+@pytest.mark.slow
+def test_a_full_size_archive_is_read_within_the_memory_budget(tmp_path):
+    """The budget the hostile archives are held to suffices for an archive of the official size
+    (pickled byte for byte as the official files, by Python 2)."""
+    rng = np.random.default_rng(0)
+
+    def split_file(n):
+        return {"filenames": [f"image_{i:06d}.png" for i in range(n)], "batch_label": "batch",
+                "fine_labels": rng.integers(0, 100, n).tolist(), "coarse_labels": [0] * n,
+                "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8)}
+
+    archive = tmp_path / "full.tar.gz"
+    with tarfile.open(archive, "w:gz", compresslevel=1) as tar:
+        for name, make in (("meta", lambda: {"fine_label_names": [f"c{i}" for i in range(100)]}),
+                           ("train", lambda: split_file(50_000)),
+                           ("test", lambda: split_file(10_000))):
+            payload = py2_pickle(make())
+            info = tarfile.TarInfo(f"cifar-100-python/{name}")
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+            del payload
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", READ_UNDER_BUDGET, str(archive)], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
