@@ -298,3 +298,9 @@ def test_while_downloading_only_the_partial_file_exists(server, target):
     assert [p.name for p in target.parent.iterdir()] == [partial_path(target).name]
     thread.join()
     assert "did not finish" in str(errors[0])
+
+
+def test_an_endless_local_source_stops_at_the_size_limit(target):
+    with pytest.raises(UserError, match=r"/dev/zero: more than 3,000,000 bytes"):
+        fetch("/dev/zero", target, max_bytes=3_000_000)
+    assert [p.name for p in target.parent.iterdir()] == []  # no archive, no temporary file
