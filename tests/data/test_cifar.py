@@ -471,6 +471,10 @@ run_stage(lambda: read_cifar_archive(sys.argv[1], "cifar100"))
 """
 
 
+# A pickle declaring 8 GiB of bytes (BINBYTES8) and holding 1,000.
+DECLARES_8_GIB = b"\x80\x04\x8e" + struct.pack("<Q", 8 << 30) + bytes(1000)
+
+
 def hostile_archive(path, dicts_edit=None, raw: bytes | None = None):
     if raw is not None:
         path.write_bytes(raw)
@@ -486,7 +490,9 @@ def hostile_archive(path, dicts_edit=None, raw: bytes | None = None):
     lambda path: hostile_archive(path, with_train_data(ShapeLargerThanData())),
     lambda path: hostile_archive(path, raw=sparse_bomb(3 << 30)),
     lambda path: hostile_archive(path, raw=gzip_bomb(1536 << 20)),
-], ids=["zero-strides", "shape-without-data", "shape-larger-than-data", "sparse", "gzip-bomb"])
+    lambda path: write_tar(path, {"cifar-100-python/train": DECLARES_8_GIB}),
+], ids=["zero-strides", "shape-without-data", "shape-larger-than-data", "sparse", "gzip-bomb",
+        "declared-bytes"])
 def test_hostile_archives_fail_with_one_line_within_the_memory_budget(tmp_path, make):
     archive = make(tmp_path / "hostile.tar.gz")
     assert archive.stat().st_size < 2 << 20  # a tiny file
