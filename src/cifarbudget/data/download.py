@@ -124,7 +124,7 @@ def _verify_md5(path: Path, expected: str, source: str) -> None:
 
 
 class _TooLarge(Exception):
-    pass
+    """The file is larger than the size limit (bounds.max_bytes)."""
 
 
 def _stream(read: Callable[[int], bytes], out: BinaryIO, total: int | None, initial: int,
