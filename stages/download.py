@@ -9,7 +9,8 @@ from cifarbudget.stage import run_stage
 
 def main() -> None:
     data = load_params().data
-    fetch_archive(data.resolved_source, data.resolved_md5, ARCHIVE)
+    fetch_archive(data.resolved_source, data.resolved_md5, ARCHIVE,
+                  timeout=data.download_timeout, deadline=data.download_deadline)
     print(f"{ARCHIVE}: from {data.resolved_source}, md5 {data.resolved_md5} verified")
 
 

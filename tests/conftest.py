@@ -34,11 +34,11 @@ def synthetic_images(labels: np.ndarray, num_classes: int, seed: int) -> np.ndar
 
 
 def build_archive(path: Path, layout: str = "cifar100", num_classes: int = 4,
-                  n_train: int = 200, n_test: int = 80, seed: int = 0) -> str:
+                  n_train: int = 200, n_test: int = 80, seed: int = 0, edit=None) -> str:
     """Write a .tar.gz laid out like the official CIFAR python archives; return its md5.
 
     Pickles are protocol 2 with numpy arrays, as the official files; images are
-    channel-major rows of 3072 bytes.
+    channel-major rows of 3072 bytes. `edit` may change the {member: dict} before writing.
     """
     rng = np.random.default_rng(seed)
     ytr = rng.integers(0, num_classes, n_train)
@@ -67,6 +67,8 @@ def build_archive(path: Path, layout: str = "cifar100", num_classes: int = 4,
                                       "data": xte, "filenames": [f"t_{i}.png" for i in range(len(yte))]}
     else:
         raise ValueError(layout)
+    if edit:
+        edit(files)
     path.parent.mkdir(parents=True, exist_ok=True)
     with tarfile.open(path, "w:gz") as tar:
         for name, obj in files.items():

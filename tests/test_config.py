@@ -27,7 +27,9 @@ def test_the_repository_params_are_valid_and_match_the_schema_defaults():
 @pytest.mark.parametrize("overrides, message", [
     ({"classifier.learning_rate": 0.1},
      r"^classifier\.learning_rate: unknown key; allowed keys in classifier: seeds, widths, .*\blr\b"),
-    ({"data.url": "x"}, r"^data\.url: unknown key; allowed keys in data: name, source, md5$"),
+    ({"data.url": "x"},
+     r"^data\.url: unknown key; allowed keys in data: name, source, md5, download_timeout, "
+     r"download_deadline$"),
 ])
 def test_unknown_keys_are_named_with_the_allowed_ones(params_dir, overrides, message):
     with pytest.raises(UserError, match=message):
@@ -52,6 +54,27 @@ def test_unknown_top_level_section(params_dir):
 def test_wrong_types_are_rejected(params_dir, overrides, message):
     with pytest.raises(UserError, match=message):
         load_with(params_dir, overrides)
+
+
+@pytest.mark.parametrize("text", [".nan", ".inf", "-.inf", ".NaN", "1e400"])
+def test_nan_and_infinities_are_rejected(params_dir, text):
+    path = params_dir / "params.yaml"
+    path.write_text(path.read_text().replace("  lr: 0.2 ", f"  lr: {text} "))
+    with pytest.raises(UserError, match=r"^classifier\.lr: .* is not a finite number; give one"):
+        load_params(path)
+
+
+@pytest.mark.parametrize("text, value", [("1e-3", 1e-3), ("2E+1", 20.0), ("-1.5e2", -150.0)])
+def test_scientific_notation_is_a_float(params_dir, text, value):
+    # YAML 1.1 (PyYAML) reads 1e-3, without a dot, as a string.
+    path = params_dir / "params.yaml"
+    path.write_text(path.read_text().replace("  lr: 0.2 ", f"  lr: {text} "))
+    assert yaml.safe_load(path.read_text())["classifier"]["lr"] == text
+    if value < 0:
+        with pytest.raises(UserError, match=r"^classifier\.lr: -150\.0 is too small"):
+            load_params(path)
+    else:
+        assert load_params(path).classifier.lr == value
 
 
 def test_a_section_that_is_not_a_mapping_is_rejected(params_dir):

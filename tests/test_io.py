@@ -1,3 +1,4 @@
+import json
 import os
 
 import pytest
@@ -80,3 +81,27 @@ def test_outputs_get_the_usual_file_mode(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "m.json").stat().st_mode & 0o777 == 0o644
+
+
+def strict_json(text: str):
+    """json.loads refusing NaN, Infinity and -Infinity, which JSON does not define."""
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_write_json_writes_non_finite_numbers_as_null_and_says_which(tmp_path):
+    path = tmp_path / "metrics.json"
+    write_json(path, {"fid": float("nan"), "kid": {"mean": float("inf"), "std": 0.5},
+                      "curve": [1.0, float("-inf")], "steps": 3})
+    metrics = strict_json(path.read_text())
+    assert metrics["fid"] is None and metrics["kid"] == {"mean": None, "std": 0.5}
+    assert metrics["curve"] == [1.0, None] and metrics["steps"] == 3
+    assert metrics["non_finite"] == ("fid was nan; kid.mean was inf; curve[1] was -inf: "
+                                     "written as null (JSON has no such numbers)")
+
+
+def test_write_json_of_finite_values_is_unchanged(tmp_path):
+    path = tmp_path / "metrics.json"
+    write_json(path, {"accuracy": 0.5, "classes": ["a"]})
+    assert strict_json(path.read_text()) == {"accuracy": 0.5, "classes": ["a"]}

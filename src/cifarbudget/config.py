@@ -8,6 +8,8 @@ allowed values, and checks the budgets against each other.
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -36,6 +38,9 @@ class DataParams:
     source: str = ""
     # Empty means the official md5 of `name` (only valid with the official source).
     md5: str = ""
+    # Seconds one network read may wait, and the whole download may take (a rerun resumes).
+    download_timeout: float = field(default=60.0, metadata=_range(1.0))
+    download_deadline: float = field(default=3600.0, metadata=_range(1.0))
 
     @property
     def resolved_source(self) -> str:
@@ -179,6 +184,9 @@ def _type_name(tp) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+_SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def _coerce(key: str, value, tp):
     """Check `value` against the annotation `tp`; ints are accepted where floats are."""
     origin = typing.get_origin(tp)
@@ -193,6 +201,11 @@ def _coerce(key: str, value, tp):
         (tp,) = [t for t in typing.get_args(tp) if t is not type(None)]
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, str) and _SCIENTIFIC.fullmatch(value.strip()):
+        value = float(value)  # YAML 1.1 (PyYAML) reads 1e-3, without a dot, as a string
+    if tp is float and isinstance(value, float) and not math.isfinite(value):
+        raise UserError(f"{key}: {value} is not a finite number; give one (NaN and infinities "
+                        f"would poison training and the metrics)")
     if tp is str and value is None:
         return ""
     if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):

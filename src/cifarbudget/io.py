@@ -11,6 +11,7 @@ import contextlib
 import csv
 import errno
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -96,9 +97,28 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _finite(obj, where: str, replaced: list[str]):
+    """`obj` with every NaN or infinite float replaced by None, listed in `replaced`."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        replaced.append(f"{where or 'value'} was {obj}")
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v, f"{where}.{k}" if where else str(k), replaced)
+                for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v, f"{where}[{i}]", replaced) for i, v in enumerate(obj)]
+    return obj
+
+
 def write_json(path: str | Path, obj) -> None:
+    """Write strict JSON: NaN and infinities (which JSON has no literal for) become null, and
+    a dict gets a `non_finite` entry saying which values they were."""
+    replaced: list[str] = []
+    obj = _finite(obj, "", replaced)
+    if replaced and isinstance(obj, dict):
+        obj["non_finite"] = f"{'; '.join(replaced)}: written as null (JSON has no such numbers)"
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n")
 
 
 def write_csv(path: str | Path, rows: list[dict]) -> None:

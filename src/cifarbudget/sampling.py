@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from cifarbudget.data.prepared import to_uint8
+from cifarbudget.data.prepared import load_array, to_uint8
 from cifarbudget.device import stateless_generator
 from cifarbudget.errors import UserError
 from cifarbudget.io import atomic_dir
@@ -155,5 +155,10 @@ def load_samples(folder: str | Path = SAMPLES) -> tuple[np.ndarray, np.ndarray]:
     for name in ("images.npy", "labels.npy"):
         if not (folder / name).is_file():
             raise UserError(f"{folder / name}: missing; run `dvc repro sample` first")
-    return (np.load(folder / "images.npy", allow_pickle=False),
-            np.load(folder / "labels.npy", allow_pickle=False))
+    fix = "rerun `dvc repro sample`"
+    images = load_array(folder / "images.npy", np.uint8, (32, 32, 3), fix)
+    labels = load_array(folder / "labels.npy", np.int64, (), fix)
+    if len(labels) != len(images):
+        raise UserError(f"{folder / 'labels.npy'}: {len(labels)} labels for {len(images)} "
+                        f"images; {fix}")
+    return images, labels

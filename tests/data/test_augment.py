@@ -90,3 +90,11 @@ def test_augmentation_figure_shows_one_row_per_class_with_views(prepared_dir, tm
     height, width = image.shape[:2]
     assert 1.2 < width / height < 2.5  # 6 columns for 4 rows, plus class labels
     assert [p.name for p in path.parent.iterdir()] == ["augmentations.png"]
+
+
+def test_class_names_are_drawn_as_plain_text_not_parsed_as_formulas(tmp_path, prepared_dir):
+    data = load_prepared(prepared_dir)
+    data.classes = ["$\\frac{$", "a$b$c", "$x^{2", "100$"]  # mathtext fails on the first
+    path = tmp_path / "augmentations.png"
+    save_augmentation_figure(data, AugmentParams(), path, views=2)
+    assert path.read_bytes()[:4] == b"\x89PNG"

@@ -1,16 +1,20 @@
 """Reading CIFAR archives: both layouts, Python-2 pickles, validation, and nothing executed."""
+import gzip
 import io
+import os
 import pickle
 import struct
+import subprocess
+import sys
 import tarfile
 
 import numpy as np
 import pytest
 
-from cifarbudget.data.cifar import read_cifar_archive
+from cifarbudget.data.cifar import MAX_ARCHIVE_BYTES, member_limit, read_cifar_archive
 from cifarbudget.data.prepared import load_prepared, save_prepared
 from cifarbudget.errors import UserError
-from tests.conftest import build_archive
+from tests.conftest import build_archive, error_line
 
 
 # --- Python-2 style protocol-2 pickles, byte for byte as the official files ----------------------
@@ -203,7 +207,7 @@ def set_entry(member, key, value):
     (set_entry("cifar-100-python/train", "data", lambda d: d["data"][:, :1024]),
      r"data is uint8 of shape \(20, 1024\), expected uint8"),
     (set_entry("cifar-100-python/test", "fine_labels", lambda d: d["fine_labels"][:-2]),
-     r"cifar-100-python/test: 9 images but fine_labels is not a list of 9 integer labels"),
+     r"cifar-100-python/test: 9 images but fine_labels is not a flat list of 9 integer labels"),
     (set_entry("cifar-100-python/meta", "fine_label_names", []),
      r"cifar-100-python/meta: fine_label_names must be a non-empty list of class names"),
     (lambda d: d["cifar-100-python/train"].pop("data"),
@@ -294,3 +298,268 @@ def test_members_escaping_the_folder_are_refused(tmp_path, splits, bad, problem)
     with pytest.raises(UserError, match=f"member '{bad.name}' {problem}.*refusing to read it"):
         read_cifar_archive(archive, "cifar100")
     assert not (tmp_path.parent / "evil").exists()
+
+
+# --- bounded: archives declaring more than they hold, or more than a CIFAR archive holds ----------
+_RECONSTRUCT = np.ndarray.__reduce__(np.empty(0))[0]  # what numpy pickles arrays with
+HUGE_ROWS = 300_000  # 921 MB of images: far beyond the memory budget below
+
+
+class ZeroStrides:
+    """Pickles as numpy.ndarray called on one byte with zero strides: any shape, no data."""
+
+    def __reduce__(self):
+        return np.ndarray, ((HUGE_ROWS, 3072), np.dtype("u1"), b"\0", 0, (0, 0))
+
+
+class ShapeWithoutData:
+    """Pickles as numpy's _reconstruct of a shape whose state is never set: uninitialised."""
+
+    def __reduce__(self):
+        return _RECONSTRUCT, (np.ndarray, (HUGE_ROWS, 3072), b"b")
+
+
+class ShapeLargerThanData:
+    """Pickles as an array state whose shape asks for more bytes than it holds."""
+
+    def __reduce__(self):
+        return (_RECONSTRUCT, (np.ndarray, (0,), b"b"),
+                (1, (HUGE_ROWS, 3072), np.dtype("u1"), False, b"\0" * 3072))
+
+
+def with_train_data(data, labels=None):
+    def edit(dicts):
+        train = dicts["cifar-100-python/train"]
+        train["data"] = data
+        train["fine_labels"] = [0] * HUGE_ROWS if labels is None else labels
+    return edit
+
+
+@pytest.mark.parametrize("edit, message", [
+    (with_train_data(ZeroStrides()), r"train: the pickle asks for a call of numpy\.ndarray"),
+    (with_train_data(ShapeWithoutData()), r"train: data is an array without its data"),
+    (with_train_data(ShapeLargerThanData()), r"train: not a readable CIFAR pickle .*an array of "
+                                             r"shape \(300000, 3072\) .* holds 3072 bytes"),
+    (set_entry("cifar-100-python/train", "fine_labels", 7), r"fine_labels is not a flat list"),
+    (set_entry("cifar-100-python/train", "fine_labels", "0" * 20), r"is not a flat list of 20"),
+    (set_entry("cifar-100-python/train", "fine_labels", lambda d: [10**5000] * 20),
+     r"train: label far is outside 0\.\.2"),
+])
+def test_arrays_and_labels_without_their_data_are_refused(tmp_path, splits, edit, message):
+    with pytest.raises(UserError, match=message):
+        read_cifar_archive(archive_of(tmp_path, "cifar100", splits, edit=edit), "cifar100")
+
+
+def test_deeply_nested_labels_are_refused(tmp_path, splits):
+    # pickle.dumps cannot write this (it recurses): a placeholder is swapped for the opcodes
+    # of [[[...[0]...]]] nested 100,000 deep.
+    depth = 100_000
+    nested = b"]" * (depth + 1) + b"K\x00" + b"a" * (depth + 1)
+    placeholder = pickle.dumps("NESTED", protocol=2)[2:-1]  # without PROTO and STOP
+
+    def dump(d):
+        if "fine_labels" in d:
+            d = {**d, "fine_labels": "NESTED"}
+        return pickle.dumps(d, protocol=2).replace(placeholder, nested)
+
+    archive = archive_of(tmp_path, "cifar100", splits, dump=dump)
+    with pytest.raises(UserError, match=r"train: 20 images but fine_labels is not a flat list"):
+        read_cifar_archive(archive, "cifar100")
+
+
+@pytest.mark.parametrize("names, message", [
+    (["apple", "bus", "apple"], r"class name 'apple' appears more than once"),
+    (["apple", "b\x1b[31mus", "cat"], r"class name 'b\\x1b\[31mus' is not 1 to 100 printable"),
+    (["apple", "b\0s", "cat"], r"class name 'b\\x00s' is not 1 to 100 printable"),
+    (["apple", "", "cat"], r"class name '' is not 1 to 100 printable"),
+    (["apple", "x" * 200_000, "cat"], r"class name 'x{40}' is not 1 to 100 printable"),
+])
+def test_class_names_must_be_unique_printable_and_short(tmp_path, splits, names, message):
+    edit = set_entry("cifar-100-python/meta", "fine_label_names", names)
+    with pytest.raises(UserError, match=r"cifar-100-python/meta: fine_label_names: " + message):
+        read_cifar_archive(archive_of(tmp_path, "cifar100", splits, edit=edit), "cifar100")
+
+
+def tar_header(name: str, size: int, kind=tarfile.REGTYPE, sparse_size: int = 0) -> bytes:
+    """A GNU tar header; `sparse_size` makes it a sparse member expanding to that many bytes."""
+    info = tarfile.TarInfo(name)
+    info.size, info.type = size, kind
+    header = bytearray(info.tobuf(tarfile.GNU_FORMAT))
+    if sparse_size:  # one data region of `size` bytes at offset 0, then a hole
+        header[386:410] = b"%011o\0%011o\0" % (0, size)
+        header[483:495] = b"%011o\0" % sparse_size
+        header[148:156] = b" " * 8
+        header[148:156] = b"%06o\0 " % sum(header)
+    return bytes(header)
+
+
+def gzip_members(*parts: bytes) -> bytes:
+    """A gzip file of one gzip member per part (a valid gzip stream, decompressed in order)."""
+    return b"".join(gzip.compress(part, compresslevel=9, mtime=0) for part in parts)
+
+
+ZEROS_16MB = bytes(16 << 20)
+
+
+def gzip_bomb(declared: int) -> bytes:
+    """A member named like the CIFAR-100 training file holding `declared` zero bytes: about
+    1,000 times smaller compressed (the 16 MB gzip member is repeated, not recompressed)."""
+    zeros = gzip.compress(ZEROS_16MB, compresslevel=9, mtime=0)
+    return gzip_members(tar_header("cifar-100-python/train", declared)) + zeros * (declared >> 24)
+
+
+def sparse_bomb(expanded: int) -> bytes:
+    """A sparse member named like the CIFAR-100 training file expanding to `expanded` bytes."""
+    return gzip_members(tar_header("cifar-100-python/train", 512, tarfile.GNUTYPE_SPARSE,
+                                   expanded) + bytes(512 + 1024))
+
+
+def test_members_larger_than_a_cifar_archive_holds_are_refused_before_reading(tmp_path):
+    bomb = tmp_path / "bomb.tar.gz"
+    bomb.write_bytes(gzip_members(tar_header("cifar-100-python/train", 3 << 30)))  # header only
+    limit = member_limit("cifar-100-python/train")
+    assert 155_000_000 < limit < 300_000_000  # the official file's ~155 MB, with the margins
+    with pytest.raises(UserError, match=rf"member 'cifar-100-python/train' declares 3,221,225,472 "
+                                        rf"bytes, more than the {limit:,} allowed"):
+        read_cifar_archive(bomb, "cifar100")
+    bomb.write_bytes(sparse_bomb(3 << 30))
+    with pytest.raises(UserError, match=r"member 'cifar-100-python/train' is a sparse file"):
+        read_cifar_archive(bomb, "cifar100")
+
+
+def test_an_archive_larger_than_a_cifar_archive_is_refused_before_reading(tmp_path):
+    big = tmp_path / "big.tar.gz"
+    with open(big, "wb") as f:
+        f.truncate(MAX_ARCHIVE_BYTES + 1)  # sparse on disk: no space used
+    with pytest.raises(UserError, match=r"big\.tar\.gz: .* bytes, more than a CIFAR archive"):
+        read_cifar_archive(big, "cifar100")
+
+
+def test_decompressing_past_the_total_limit_stops(tmp_path, splits, monkeypatch):
+    from cifarbudget.data import cifar
+
+    monkeypatch.setattr(cifar, "MAX_TOTAL_BYTES", 20_000)
+    with pytest.raises(UserError, match=r"decompresses to more than 20,000 bytes"):
+        read_cifar_archive(archive_of(tmp_path, "cifar100", splits), "cifar100")
+
+
+def test_repeated_and_too_many_members_are_refused(tmp_path, splits):
+    dicts = layout_dicts("cifar100", *splits, CLASSES)
+    files = {m: pickle.dumps(d, protocol=2) for m, d in dicts.items()}
+    twice = tarfile.TarInfo("cifar-100-python/meta")  # a second, empty meta after the first
+    archive = write_tar(tmp_path / "archive.tar.gz", files, extra_members=[twice])
+    with pytest.raises(UserError, match=r"two members named 'cifar-100-python/meta'"):
+        read_cifar_archive(archive, "cifar100")
+    folders = [member(f"cifar-100-python/d{i}", tarfile.DIRTYPE) for i in range(40)]
+    archive = write_tar(tmp_path / "archive.tar.gz", files, extra_members=folders)
+    with pytest.raises(UserError, match=r"member 'cifar-100-python/d\d+' is one more than the 32"):
+        read_cifar_archive(archive, "cifar100")
+
+
+# The budget: a small multiple of the official CIFAR-100 archive (169 MB), on top of what the
+# interpreter and its imports take.
+MEMORY_BUDGET = 4 * 169_001_437
+READ_UNDER_BUDGET = f"""
+import re, resource, sys
+from cifarbudget.data.cifar import MAX_ARCHIVE_BYTES, member_limit, read_cifar_archive
+from cifarbudget.stage import run_stage
+
+status = open("/proc/self/status").read()
+used = int(re.search(r"VmSize:\\s+(\\d+) kB", status).group(1)) * 1024
+resource.setrlimit(resource.RLIMIT_AS, (used + {MEMORY_BUDGET}, resource.RLIM_INFINITY))
+run_stage(lambda: read_cifar_archive(sys.argv[1], "cifar100"))
+"""
+
+
+# A pickle declaring 8 GiB of bytes (BINBYTES8) and holding 1,000.
+DECLARES_8_GIB = b"\x80\x04\x8e" + struct.pack("<Q", 8 << 30) + bytes(1000)
+
+
+def hostile_archive(path, dicts_edit=None, raw: bytes | None = None):
+    if raw is not None:
+        path.write_bytes(raw)
+        return path
+    dicts = layout_dicts("cifar100", split(20, 3, 1), split(9, 3, 2), CLASSES)
+    dicts_edit(dicts)
+    return write_tar(path, {m: pickle.dumps(d, protocol=2) for m, d in dicts.items()})
+
+
+@pytest.mark.parametrize("make", [
+    lambda path: hostile_archive(path, with_train_data(ZeroStrides())),
+    lambda path: hostile_archive(path, with_train_data(ShapeWithoutData())),
+    lambda path: hostile_archive(path, with_train_data(ShapeLargerThanData())),
+    lambda path: hostile_archive(path, raw=sparse_bomb(3 << 30)),
+    lambda path: hostile_archive(path, raw=gzip_bomb(1536 << 20)),
+    lambda path: write_tar(path, {"cifar-100-python/train": DECLARES_8_GIB}),
+], ids=["zero-strides", "shape-without-data", "shape-larger-than-data", "sparse", "gzip-bomb",
+        "declared-bytes"])
+def test_hostile_archives_fail_with_one_line_within_the_memory_budget(tmp_path, make):
+    archive = make(tmp_path / "hostile.tar.gz")
+    assert archive.stat().st_size < 2 << 20  # a tiny file
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", READ_UNDER_BUDGET, str(archive)], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert f"{archive}" in error_line(proc) or "cifar-100-python/train" in error_line(proc)
+
+
+# --- the prepared data: tampered files are one-line errors, never unbounded reads ----------------
+def test_prepared_arrays_declaring_more_than_the_file_holds_are_refused(tmp_path):
+    from tests.conftest import write_prepared
+
+    folder = write_prepared(tmp_path / "prepared")
+    header = np.lib.format.header_data_from_array_1_0(np.zeros((1, 32, 32, 3), np.uint8))
+    with open(folder / "train_images.npy", "wb") as f:  # 300,000 images in the header, none after
+        np.lib.format.write_array_header_1_0(f, {**header, "shape": (300_000, 32, 32, 3)})
+    with pytest.raises(UserError, match=r"train_images\.npy: not a readable array file .*rerun "
+                                        r"`dvc repro prepare`"):
+        load_prepared(folder)
+
+
+@pytest.mark.parametrize("file, content, message", [
+    ("test_labels.npy", np.zeros(64, np.float32),
+     r"holds float32 of shape \(64,\), expected int64"),
+    ("test_labels.npy", np.full(64, 9, np.int64), r"labels outside 0\.\.3"),
+    ("train_labels.npy", np.zeros(3, np.int64), r"3 labels for 256 images"),
+    ("meta.json", "[1, 2]", r"meta\.json: holds a list, not an object"),
+    ("meta.json", '{"name": "cifar100", "classes": ["a", "a", "b", "c"]}',
+     r"class name 'a' appears more than once"),
+    ("stats.json", '{"mean": [0, 0], "std": [1, 1, 1]}', r"needs a mean and a std of 3 numbers"),
+    ("stats.json", "{", r"stats\.json: not valid JSON"),
+])
+def test_tampered_prepared_files_are_one_line_errors(tmp_path, file, content, message):
+    from tests.conftest import write_prepared
+
+    folder = write_prepared(tmp_path / "prepared")
+    if isinstance(content, str):
+        (folder / file).write_text(content)
+    else:
+        np.save(folder / file, content)
+    with pytest.raises(UserError, match=message):
+        load_prepared(folder)
+
+
+@pytest.mark.slow
+def test_a_full_size_archive_is_read_within_the_memory_budget(tmp_path):
+    """The budget the hostile archives are held to suffices for an archive of the official size
+    (pickled byte for byte as the official files, by Python 2)."""
+    rng = np.random.default_rng(0)
+
+    def split_file(n):
+        return {"filenames": [f"image_{i:06d}.png" for i in range(n)], "batch_label": "batch",
+                "fine_labels": rng.integers(0, 100, n).tolist(), "coarse_labels": [0] * n,
+                "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8)}
+
+    archive = tmp_path / "full.tar.gz"
+    with tarfile.open(archive, "w:gz", compresslevel=1) as tar:
+        for name, make in (("meta", lambda: {"fine_label_names": [f"c{i}" for i in range(100)]}),
+                           ("train", lambda: split_file(50_000)),
+                           ("test", lambda: split_file(10_000))):
+            payload = py2_pickle(make())
+            info = tarfile.TarInfo(f"cifar-100-python/{name}")
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+            del payload
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", READ_UNDER_BUDGET, str(archive)], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]

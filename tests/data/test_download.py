@@ -23,6 +23,10 @@ class Behaviour:
     stall: float = 0.0             # first request: wait this long before sending the body
     ignore_range: bool = False     # answer 200 with the whole file even when asked for a range
     errors: list[int] = field(default_factory=list)  # statuses to answer before serving normally
+    endless: bool = False          # send zeros without a Content-Length until the client leaves
+    trickle: float = 0.0           # send one byte per this many seconds
+    declared_length: int | None = None  # the Content-Length to claim instead of the true one
+    redirect_to: str | None = None      # answer 302 with this Location
     ranges: list[str | None] = field(default_factory=list)
 
 
@@ -36,6 +40,15 @@ class Handler(BaseHTTPRequestHandler):
             return self.send_error(404)
         if behaviour.errors:
             return self.send_error(behaviour.errors.pop(0))
+        if behaviour.redirect_to:
+            self.send_response(302)
+            self.send_header("Location", behaviour.redirect_to)
+            return self.end_headers()
+        if behaviour.endless:
+            self.send_response(200)
+            self.end_headers()
+            while True:  # until the client hangs up (the write then fails)
+                self.wfile.write(bytes(1 << 16))
         body, start = behaviour.content, 0
         if requested and not behaviour.ignore_range:
             start = int(re.fullmatch(r"bytes=(\d+)-", requested).group(1))
@@ -45,9 +58,14 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
         else:
             self.send_response(200)
-        self.send_header("Content-Length", str(len(body) - start))
+        self.send_header("Content-Length", str(behaviour.declared_length or len(body) - start))
         self.end_headers()
         payload = body[start:]
+        if behaviour.trickle:
+            for byte in payload:  # until the client hangs up (the write then fails)
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+                time.sleep(behaviour.trickle)
         if first and behaviour.drop_after is not None:
             payload = payload[:behaviour.drop_after]
         if first and behaviour.stall:
@@ -206,3 +224,83 @@ def test_a_missing_local_source_is_a_clear_error(tmp_path, target):
 def test_bad_source_or_md5_fail_before_any_work(source, md5, message, target):
     with pytest.raises(UserError, match=message):
         fetch(source, target, md5=md5)
+
+
+# --- bounded: size, time and redirects ------------------------------------------------------------
+def test_an_endless_body_stops_at_the_size_limit_and_deletes_the_partial_file(server, target):
+    behaviour, url = server
+    behaviour.endless = True
+    with pytest.raises(UserError, match=r"more than 3,000,000 bytes, larger than a CIFAR archive"):
+        fetch(url, target, max_bytes=3_000_000)
+    assert not target.parent.exists() or list(target.parent.iterdir()) == []
+
+
+def test_a_content_length_beyond_the_limit_is_refused_before_reading(server, target):
+    behaviour, url = server
+    behaviour.declared_length = 10**12
+    with pytest.raises(UserError, match=r"more than 3,000,000 bytes, larger than a CIFAR archive"):
+        fetch(url, target, max_bytes=3_000_000)
+    assert not target.exists()
+
+
+def test_the_default_size_limit_is_a_cifar_archive_with_a_margin():
+    from cifarbudget.data.cifar import MAX_ARCHIVE_BYTES
+
+    official = {"cifar10": 170_498_071, "cifar100": 169_001_437}  # bytes of the .tar.gz files
+    assert max(official.values()) < MAX_ARCHIVE_BYTES < 3 * min(official.values())
+
+
+def test_a_trickling_body_stops_at_the_deadline_keeping_the_partial_file(server, target):
+    behaviour, url = server
+    behaviour.trickle = 0.05
+    started = time.monotonic()
+    with pytest.raises(UserError, match=r"did not finish within 1 s \(data\.download_deadline\); "
+                                        r"rerun to resume"):
+        fetch(url, target, deadline=1.0, timeout=5.0)
+    assert time.monotonic() - started < 3
+    assert 0 < partial_path(target).stat().st_size < len(CONTENT)  # kept: a rerun resumes
+    assert not target.exists()
+
+
+def test_a_redirect_to_another_scheme_is_refused(server, target):
+    behaviour, url = server
+    behaviour.redirect_to = "ftp://127.0.0.1/archive.tar.gz"
+    with pytest.raises(UserError, match=r"redirects to 'ftp://127\.0\.0\.1/archive\.tar\.gz', "
+                                        r"which is not an http\(s\) URL"):
+        fetch(url, target)
+    assert behaviour.ranges == [None]  # asked once, not retried
+    assert not target.exists()
+
+
+def test_a_redirect_to_http_is_followed(server, target):
+    behaviour, url = server
+    behaviour.redirect_to = url.replace("archive", "elsewhere")
+    with pytest.raises(UserError, match=r"HTTP 404"):  # followed: the server knows no such file
+        fetch(url, target)
+    assert behaviour.ranges == [None, None]
+
+
+def test_while_downloading_only_the_partial_file_exists(server, target):
+    behaviour, url = server
+    behaviour.trickle = 0.05
+    errors = []
+
+    def download():
+        try:
+            fetch(url, target, deadline=1.0)
+        except UserError as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=download)
+    thread.start()
+    time.sleep(0.5)
+    # What a kill now would leave: the partial file (it resumes), no empty temporary file.
+    assert [p.name for p in target.parent.iterdir()] == [partial_path(target).name]
+    thread.join()
+    assert "did not finish" in str(errors[0])
+
+
+def test_an_endless_local_source_stops_at_the_size_limit(target):
+    with pytest.raises(UserError, match=r"/dev/zero: more than 3,000,000 bytes"):
+        fetch("/dev/zero", target, max_bytes=3_000_000)
+    assert [p.name for p in target.parent.iterdir()] == []  # no archive, no temporary file

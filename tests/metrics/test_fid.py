@@ -4,7 +4,6 @@ import urllib.error
 import numpy as np
 import pytest
 import torch
-from torch_fidelity import feature_extractor_inceptionv3
 
 from cifarbudget.errors import UserError
 from cifarbudget.metrics.fid import (feature_frechet_distance, frechet_distance,
@@ -138,10 +137,11 @@ def test_weights_of_another_network_are_a_clear_error(tmp_path):
         load_inception(str(path), CPU)
 
 
-def test_failed_download_says_how_to_pass_a_local_file(monkeypatch):
+def test_failed_download_says_how_to_pass_a_local_file(monkeypatch, tmp_path):
     def offline(*args, **kwargs):
         raise urllib.error.URLError("Name or service not known")
 
-    monkeypatch.setattr(feature_extractor_inceptionv3, "load_state_dict_from_url", offline)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty cache: no earlier download
     with pytest.raises(UserError, match=r"cannot download .*evaluate\.inception_weights=/path/"):
         load_inception("", CPU)

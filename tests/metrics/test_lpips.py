@@ -1,13 +1,12 @@
 """LPIPS diversity: random distinct pairs, and null with the reason when weights are missing."""
 import urllib.error
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
-from torch_fidelity import sample_similarity_lpips
 from torchvision.models import vgg
 
+from cifarbudget.errors import UserError
 from cifarbudget.metrics.lpips import WEIGHT_FILES, lpips_diversity, lpips_metric, random_pairs
 
 CPU = torch.device("cpu")
@@ -49,13 +48,9 @@ def test_failed_download_gives_null_with_the_reason(monkeypatch, tmp_path):
     def offline(*args, **kwargs):
         raise urllib.error.URLError("Name or service not known")
 
-    monkeypatch.setattr(sample_similarity_lpips, "load_state_dict_from_url", offline)
-    previous = torch.hub.get_dir()
-    torch.hub.set_dir(str(tmp_path))  # an empty cache, so no earlier download is found
-    try:
-        result = lpips_metric("", IMAGES, pairs=4, seed=0, batch_size=4, device=CPU)
-    finally:
-        torch.hub.set_dir(previous)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty cache: no earlier download
+    result = lpips_metric("", IMAGES, pairs=4, seed=0, batch_size=4, device=CPU)
     assert result["lpips"] is None
     assert "Name or service not known" in result["lpips_error"]
     assert "evaluate.lpips_weights" in result["lpips_error"]
@@ -69,28 +64,38 @@ def test_a_folder_without_the_weights_gives_null_naming_the_missing_file(tmp_pat
     assert WEIGHT_FILES[1] in result["lpips_error"] and "not found" in result["lpips_error"]
 
 
-def test_an_unreadable_weights_file_gives_null_naming_it(tmp_path):
+def test_an_unreadable_weights_file_is_an_error_naming_it(tmp_path):
     (tmp_path / "checkpoints").mkdir()
     for name in WEIGHT_FILES:
         (tmp_path / "checkpoints" / name).write_bytes(b"garbage")
-    result = lpips_metric(str(tmp_path), IMAGES, pairs=4, seed=0, batch_size=4, device=CPU)
-    assert result["lpips"] is None
-    assert WEIGHT_FILES[0] in result["lpips_error"] and "not a readable" in result["lpips_error"]
+    with pytest.raises(UserError, match=f"lpips_weights: .*{WEIGHT_FILES[0]} is not a readable"):
+        lpips_metric(str(tmp_path), IMAGES, pairs=4, seed=0, batch_size=4, device=CPU)
 
 
-def test_with_loadable_weights_lpips_is_zero_for_identical_images_only(monkeypatch, tmp_path):
-    # Random weights in place of the two downloads: the real LPIPS-VGG16 network, offline.
-    def random_heads(*args, **kwargs):
-        gen = torch.Generator().manual_seed(0)
-        return {f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1, generator=gen)
-                for i, c in enumerate((64, 128, 256, 512, 512))}
-
-    monkeypatch.setattr(sample_similarity_lpips, "load_state_dict_from_url", random_heads)
+@pytest.fixture(scope="module")
+def random_lpips_hub(tmp_path_factory):
+    """A torch hub folder holding LPIPS heads and VGG16 convolutions with random weights."""
+    folder = tmp_path_factory.mktemp("torch_home") / "hub"  # as in $TORCH_HOME/hub
+    (folder / "checkpoints").mkdir(parents=True)
+    gen = torch.Generator().manual_seed(0)
+    heads = {f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1, generator=gen)
+             for i, c in enumerate((64, 128, 256, 512, 512))}
+    torch.save(heads, folder / "checkpoints" / WEIGHT_FILES[0])
     # VGG16's convolutional part only (LPIPS uses no more): its classifier is 120M weights.
-    vgg16_convolutions = SimpleNamespace(features=vgg.make_layers(vgg.cfgs["D"]))
-    monkeypatch.setattr(sample_similarity_lpips, "torchvision_load_pretrained_vgg16",
-                        lambda **kwargs: vgg16_convolutions)
+    convolutions = vgg.make_layers(vgg.cfgs["D"]).state_dict()
+    torch.save({f"features.{k}": v for k, v in convolutions.items()},
+               folder / "checkpoints" / WEIGHT_FILES[1])
+    return folder
+
+
+def test_with_loadable_weights_lpips_is_zero_for_identical_images_only(random_lpips_hub):
     twins = np.concatenate([IMAGES[:1]] * 4)
-    assert lpips_metric("", twins, pairs=6, seed=0, batch_size=4, device=CPU) == {"lpips": 0.0}
-    different = lpips_metric("", IMAGES, pairs=6, seed=0, batch_size=4, device=CPU)["lpips"]
+    hub = str(random_lpips_hub)
+    assert lpips_metric(hub, twins, pairs=6, seed=0, batch_size=4, device=CPU) == {"lpips": 0.0}
+    different = lpips_metric(hub, IMAGES, pairs=6, seed=0, batch_size=4, device=CPU)["lpips"]
     assert different > 0
+
+
+def test_the_cache_is_used_when_the_setting_is_empty(random_lpips_hub, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(random_lpips_hub.parent))
+    assert lpips_metric("", IMAGES, pairs=6, seed=0, batch_size=4, device=CPU)["lpips"] > 0

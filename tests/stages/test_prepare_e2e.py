@@ -53,13 +53,47 @@ def a_file_where_the_plots_folder_goes(workdir):
     (workdir / "plots/data").write_text("in the way")
 
 
+class ZeroStrides:
+    """Pickles as numpy.ndarray called on one byte with zero strides: 300,000 images, no data."""
+
+    def __reduce__(self):
+        return np.ndarray, ((300_000, 3072), np.dtype("u1"), b"\0", 0, (0, 0))
+
+
+def archive_declaring_images_it_does_not_hold(workdir):
+    def edit(files):
+        files["cifar-100-python/train"].update(data=ZeroStrides(), fine_labels=[0] * 300_000)
+    build_archive(workdir / "data/raw/archive.tar.gz", edit=edit)
+
+
+def archive_with_an_escape_sequence_in_a_class_name(workdir):
+    def edit(files):
+        files["cifar-100-python/meta"]["fine_label_names"][1] = "\x1b[2Jcleared"
+    build_archive(workdir / "data/raw/archive.tar.gz", edit=edit)
+
+
+def archive_with_labels_as_an_int(workdir):
+    def edit(files):
+        files["cifar-100-python/test"]["fine_labels"] = 7
+    build_archive(workdir / "data/raw/archive.tar.gz", edit=edit)
+
+
 @pytest.mark.parametrize("setup, message", [
     (archive_with_the_cifar10_layout, "error: data/raw/archive.tar.gz: archive has the CIFAR-10 layout "
                                       "but data.name is cifar100; set data.name=cifar10"),
     (corrupt_archive, "error: data/raw/archive.tar.gz: not a readable .tar.gz archive"),
     (unknown_dataset_name, "error: data.name: 'mnist' is not allowed; choose one of cifar10, cifar100"),
     (a_file_where_the_plots_folder_goes, "error: cannot write plots/data/augmentations.png"),
-], ids=["cifar10-layout", "corrupt-archive", "unknown-name", "output-blocked"])
+    (archive_declaring_images_it_does_not_hold,
+     "error: cifar-100-python/train: the pickle asks for a call of numpy.ndarray"),
+    # Printed escaped: the raw sequence would clear the terminal.
+    (archive_with_an_escape_sequence_in_a_class_name,
+     "error: cifar-100-python/meta: fine_label_names: class name '\\x1b[2Jcleared' is not 1 to "
+     "100 printable characters"),
+    (archive_with_labels_as_an_int,
+     "error: cifar-100-python/test: 80 images but fine_labels is not a flat list of 80"),
+], ids=["cifar10-layout", "corrupt-archive", "unknown-name", "output-blocked", "zero-strides",
+        "escape-in-class-name", "labels-an-int"])
 def test_prepare_bad_input_is_one_line_and_keeps_earlier_outputs(workdir, setup, message):
     setup(workdir)
     before = {k: v for k, v in snapshot(workdir).items() if k.parts[0] in ("data", "plots")}

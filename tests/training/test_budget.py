@@ -39,3 +39,50 @@ def test_update_cap_counts_updates_done_before_a_resume():
     param.grad = torch.ones(1)
     with pytest.raises(BudgetExceeded):
         capped.step()
+
+
+@pytest.fixture
+def build_devices(monkeypatch):
+    """The device of every network the training code builds: "meta" means counted only."""
+    from cifarbudget.training import classifier, gan, vae
+
+    devices = []
+
+    def recording(module, name):
+        real = getattr(module, name)
+
+        def build(*args, **kwargs):
+            network = real(*args, **kwargs)
+            devices.append(next(network.parameters()).device.type)
+            return network
+        monkeypatch.setattr(module, name, build)
+
+    recording(classifier, "build_classifier")
+    recording(gan, "Generator")
+    recording(gan, "Discriminator")
+    recording(vae, "ConditionalVAE")
+    return devices
+
+
+MANY_CLASSES = 200_000  # each class adds a row to the class embeddings and output layers
+
+
+def test_an_oversized_classifier_is_refused_before_it_is_allocated(build_devices):
+    from cifarbudget.config import Params
+    from cifarbudget.training.classifier import budgeted_classifier
+
+    with pytest.raises(UserError, match=r"model has [\d,]+ trainable parameters; budget\."
+                                        r"classifier_params requires fewer than 100,000"):
+        budgeted_classifier(Params(), MANY_CLASSES)
+    assert build_devices == ["meta"]
+
+
+@pytest.mark.parametrize("model", ["gan", "vae"])
+def test_an_oversized_generative_model_is_refused_before_it_is_allocated(build_devices, model):
+    from cifarbudget.config import GanParams, VaeParams
+    from cifarbudget.training import gan, vae
+
+    module, params = (gan, GanParams()) if model == "gan" else (vae, VaeParams())
+    with pytest.raises(UserError, match=r"requires fewer than 1,000,000"):
+        module.check_budget(params, MANY_CLASSES, 1_000_000)
+    assert set(build_devices) == {"meta"}

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch_fidelity import feature_extractor_inceptionv3
 from torch_fidelity.feature_extractor_inceptionv3 import (URL_INCEPTION_V3,
                                                            FeatureExtractorInceptionV3)
 from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_statistics_to_metric
@@ -23,6 +24,7 @@ from tqdm import tqdm
 
 from cifarbudget.data.prepared import to_tensor_nchw
 from cifarbudget.errors import UserError, first_line
+from cifarbudget.metrics.weights import download_to, hub_file, load_state_dict, replaced
 
 INCEPTION_NAME = "inception-v3-compat"  # torch-fidelity's name for the FID Inception network
 POOL_FEATURES = "2048"            # FID and KID
@@ -31,6 +33,7 @@ KID_SUBSETS = 100
 KID_SUBSET_SIZE = 1000
 IS_SPLITS = 10
 SKIP = "skip"  # evaluate.inception_weights value that opts out of the Inception metrics
+KEY = "evaluate.inception_weights"
 
 
 @dataclass
@@ -43,41 +46,39 @@ class InceptionFeatures:
 
 
 def load_inception(weights: str, device: torch.device) -> FeatureExtractorInceptionV3 | None:
-    """The FID Inception network: from the file `weights`, or downloaded when it is empty.
+    """The FID Inception network: from the file `weights`, or from torch's hub cache when it is
+    empty (downloaded there first if missing); either file is loaded with the safe loader only.
 
     None when `weights` is "skip": the user opted out explicitly (e.g. offline), and the
     metrics file then says so instead of holding numbers.
     """
     if weights == SKIP:
         return None
-    features = [POOL_FEATURES, SCORE_LOGITS]
-    if not weights:
-        try:
-            return FeatureExtractorInceptionV3(INCEPTION_NAME, features).to(device)
-        except Exception as exc:  # no network, a proxy, a full disk: the metric is uncomputable
-            raise UserError(f"cannot download the FID Inception weights from {URL_INCEPTION_V3} "
-                            f"({first_line(exc)}); download that file where there is internet and "
-                            f"pass it: dvc exp run -S evaluate.inception_weights=/path/to/"
-                            f"{Path(URL_INCEPTION_V3).name} (or -S evaluate.inception_weights={SKIP} "
-                            f"to leave FID, KID and IS out)") from None
-    path = Path(weights)
-    hint = f"give the FID Inception weights ({URL_INCEPTION_V3}) or leave it empty to download them"
-    if not path.is_file():
-        raise UserError(f"evaluate.inception_weights: {path} not found; {hint}")
+    if weights:
+        path = Path(weights)
+        if not path.is_file():
+            raise UserError(f"{KEY}: {path} not found; give the FID Inception weights "
+                            f"({URL_INCEPTION_V3}) or leave it empty to download them")
+    else:
+        path = hub_file(URL_INCEPTION_V3)
+        if not path.is_file():
+            try:
+                download_to(URL_INCEPTION_V3, path)
+            except Exception as exc:  # no network, a proxy, a full disk: uncomputable
+                raise UserError(f"cannot download the FID Inception weights from "
+                                f"{URL_INCEPTION_V3} ({first_line(exc)}); download that file "
+                                f"where there is internet and pass it: dvc exp run -S "
+                                f"{KEY}=/path/to/{path.name} (or -S {KEY}={SKIP} to leave FID, "
+                                f"KID and IS out)") from None
+    state = load_state_dict(path, KEY)
     try:
-        # The safe loader first, so torch-fidelity's own unrestricted load sees plain tensors only.
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for corrupt or unsafe files
-        raise UserError(f"evaluate.inception_weights: {path} is not a readable weights file "
-                        f"({first_line(exc)}); {hint}") from None
-    if not isinstance(state, dict):
-        raise UserError(f"evaluate.inception_weights: {path} holds no state dict; {hint}")
-    try:
-        net = FeatureExtractorInceptionV3(INCEPTION_NAME, features,
-                                          feature_extractor_weights_path=str(path))
+        with replaced(feature_extractor_inceptionv3, "load_state_dict_from_url",
+                      lambda *args, **kwargs: state):
+            net = FeatureExtractorInceptionV3(INCEPTION_NAME, [POOL_FEATURES, SCORE_LOGITS])
     except RuntimeError as exc:  # load_state_dict: missing, unexpected or mis-shaped tensors
-        raise UserError(f"evaluate.inception_weights: {path} does not hold the FID Inception "
-                        f"network ({first_line(exc)}); {hint}") from None
+        raise UserError(f"{KEY}: {path} does not hold the FID Inception network "
+                        f"({first_line(exc)}); give the FID Inception weights "
+                        f"({URL_INCEPTION_V3}) or leave it empty to download them") from None
     return net.to(device)
 
 

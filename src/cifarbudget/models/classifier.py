@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from cifarbudget.device import autocast
-from cifarbudget.training.checkpoint import load_checkpoint
+from cifarbudget.training.checkpoint import build_saved, load_checkpoint, reading
 
 
 class SeparableConv(nn.Sequential):
@@ -117,9 +117,15 @@ def model_file_state(model: SeparableResNet, widths, depths, mean, std, classes)
 def load_classifier(path: str | Path, device: torch.device | str = "cpu"):
     """Read a saved classifier -> (model in eval mode on `device`, mean, std)."""
     saved = load_checkpoint(path)
-    model = build_classifier(saved["widths"], saved["depths"], saved["num_classes"])
-    model.load_state_dict(saved["state_dict"])
-    return model.to(device).eval(), saved["mean"], saved["std"]
+    with reading(path, "a classifier model file"):
+        sizes = {"widths": saved["widths"], "depths": saved["depths"],
+                 "num_classes": saved["num_classes"]}
+        model = build_saved(path, saved, sizes, lambda: build_classifier(**sizes))
+        model.load_state_dict(saved["state_dict"])
+        mean, std = [float(m) for m in saved["mean"]], [float(s) for s in saved["std"]]
+        if len(mean) != 3 or len(std) != 3:
+            raise ValueError("mean and std need 3 channels each")
+    return model.to(device).eval(), mean, std
 
 
 @torch.no_grad()

@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from cifarbudget.training.checkpoint import load_checkpoint
+from cifarbudget.training.checkpoint import build_saved, load_checkpoint, reading, saved_classes
 
 STEM_SIZE = 4  # side of the generator's first feature map; three 2x upsamplings reach 32
 
@@ -240,11 +240,12 @@ def load_generator(path: str | Path, device: torch.device | str = "cpu"):
     info holds "z_dim", "num_classes" and "classes" (the class names, index = label).
     """
     state = load_checkpoint(path)
-    config = state["config"]
-    generator = Generator(config["z_dim"], config["num_classes"], config["generator_width"])
-    generator.load_state_dict(state["generator_ema"])
-    generator.to(device).eval().requires_grad_(False)
-    info = {"z_dim": config["z_dim"], "num_classes": config["num_classes"],
-            "classes": list(state["classes"])}
-    return generator, info
-
+    with reading(path, "a GAN model file"):
+        config = state["config"]
+        sizes = {"z_dim": config["z_dim"], "num_classes": config["num_classes"],
+                 "width": config["generator_width"]}
+        generator = build_saved(path, state["generator_ema"], sizes, lambda: Generator(**sizes))
+        generator.load_state_dict(state["generator_ema"])
+        info = {"z_dim": sizes["z_dim"], "num_classes": sizes["num_classes"],
+                "classes": saved_classes(path, state, sizes["num_classes"])}
+    return generator.to(device).eval().requires_grad_(False), info

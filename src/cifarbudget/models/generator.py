@@ -7,10 +7,9 @@ from pathlib import Path
 
 import torch
 
-from cifarbudget.errors import UserError
 from cifarbudget.models import gan, vae
 from cifarbudget.paths import generator_model
-from cifarbudget.training.checkpoint import load_checkpoint
+from cifarbudget.training.checkpoint import build_saved, load_checkpoint, reading
 
 _LOADERS = {"gan": gan.load_generator, "vae": vae.load_decoder}
 SAMPLER_NAMES = {"gan": "the GAN's EMA generator", "vae": "the VAE's decoder"}
@@ -19,7 +18,6 @@ SAMPLER_NAMES = {"gan": "the GAN's EMA generator", "vae": "the VAE's decoder"}
 def load_sampler(model: str, device: torch.device | str = "cpu"):
     """(the network that draws images, info with "z_dim", "num_classes", "classes")."""
     return _LOADERS[model](generator_model(model), device)
-
 
 
 def snapshot_files(folder: str | Path) -> list[Path]:
@@ -33,12 +31,11 @@ def load_snapshot(path: str | Path, device: torch.device | str = "cpu"):
     Both models keep a `gan.Generator` (the GAN's EMA generator, the VAE's decoder).
     """
     state = load_checkpoint(path)
-    try:
+    with reading(path, "a training snapshot"):
         config = state["config"]
-        network = gan.Generator(config["z_dim"], config["num_classes"], config["width"])
+        sizes = {"z_dim": config["z_dim"], "num_classes": config["num_classes"],
+                 "width": config["width"]}
+        network = build_saved(path, state["weights"], sizes, lambda: gan.Generator(**sizes))
         network.load_state_dict(state["weights"])
         step = int(state["step"])
-    except (KeyError, TypeError, RuntimeError) as exc:
-        raise UserError(f"{path}: not a training snapshot ({type(exc).__name__}); rerun "
-                        f"`dvc repro train_generator`") from None
     return network.to(device).eval().requires_grad_(False), step

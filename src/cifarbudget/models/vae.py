@@ -17,7 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from cifarbudget.models.gan import Generator
-from cifarbudget.training.checkpoint import load_checkpoint
+from cifarbudget.training.checkpoint import build_saved, load_checkpoint, reading, saved_classes
 
 
 class EncoderBlock(nn.Module):
@@ -86,12 +86,14 @@ class ConditionalVAE(nn.Module):
 def load_decoder(path: str | Path, device: torch.device | str = "cpu"):
     """Read models/vae/vae.pt -> (the decoder in eval mode, info), as `load_generator` does."""
     state = load_checkpoint(path)
-    config = state["config"]
-    decoder = Generator(config["z_dim"], config["num_classes"], config["decoder_width"])
-    decoder.load_state_dict({k.removeprefix("decoder."): v for k, v in state["model"].items()
-                             if k.startswith("decoder.")})
-    decoder.to(device).eval().requires_grad_(False)
-    info = {"z_dim": config["z_dim"], "num_classes": config["num_classes"],
-            "classes": list(state["classes"])}
-    return decoder, info
-
+    with reading(path, "a VAE model file"):
+        config = state["config"]
+        weights = {k.removeprefix("decoder."): v for k, v in state["model"].items()
+                   if k.startswith("decoder.")}
+        sizes = {"z_dim": config["z_dim"], "num_classes": config["num_classes"],
+                 "width": config["decoder_width"]}
+        decoder = build_saved(path, weights, sizes, lambda: Generator(**sizes))
+        decoder.load_state_dict(weights)
+        info = {"z_dim": sizes["z_dim"], "num_classes": sizes["num_classes"],
+                "classes": saved_classes(path, state, sizes["num_classes"])}
+    return decoder.to(device).eval().requires_grad_(False), info

@@ -1,6 +1,8 @@
 """Budgets enforced by code: parameter counts before training, update caps during it."""
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
 from cifarbudget.errors import UserError
@@ -12,6 +14,13 @@ class BudgetExceeded(RuntimeError):
 
 def count_trainable(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def skeleton(build: Callable[[], torch.nn.Module]) -> torch.nn.Module:
+    """The module `build` makes, on the meta device: its parameters have shapes but no memory,
+    so a configuration is counted (and refused) before anything is allocated."""
+    with torch.device("meta"):
+        return build()
 
 
 def check_param_budget(counts: dict[str, int], limit: int, budget_key: str) -> int:

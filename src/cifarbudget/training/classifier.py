@@ -27,7 +27,8 @@ from cifarbudget.device import autocast, keep_freed_memory, seed_everything, sta
 from cifarbudget.errors import Interrupted, UserError
 from cifarbudget.models.classifier import (SeparableResNet, build_classifier, classifier_features,
                                            model_file_state, normalize)
-from cifarbudget.training.budget import UpdateCap, check_param_budget, count_trainable
+from cifarbudget.training.budget import (UpdateCap, check_param_budget, count_trainable,
+                                         skeleton)
 from cifarbudget.training.checkpoint import fingerprint, resume_state, save_checkpoint
 
 HISTORY_COLUMNS = ("step", "epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc")
@@ -130,12 +131,13 @@ def peak_memory_mib(device: torch.device) -> float:
 
 
 def budgeted_classifier(params: Params, num_classes: int) -> tuple[SeparableResNet, int]:
-    """Build the configured model; refuse it unless it fits the parameter budget."""
+    """Build the configured model, counted first without memory: refused before allocation
+    unless it fits the parameter budget."""
     c = params.classifier
-    model = build_classifier(c.widths, c.depths, num_classes)
-    n_params = check_param_budget({"classifier": count_trainable(model)},
+    build = lambda: build_classifier(c.widths, c.depths, num_classes)  # noqa: E731
+    n_params = check_param_budget({"classifier": count_trainable(skeleton(build))},
                                   params.budget.classifier_params, "budget.classifier_params")
-    return model, n_params
+    return build(), n_params
 
 
 class SeedTrainer:

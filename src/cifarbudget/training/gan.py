@@ -23,7 +23,8 @@ from cifarbudget.data.prepared import PreparedData
 from cifarbudget.device import autocast, pick_device, seed_everything, stateless_generator
 from cifarbudget.models.gan import Discriminator, Generator
 from cifarbudget.plots.gan import save_progress_grid
-from cifarbudget.training.budget import UpdateCap, check_param_budget, count_trainable
+from cifarbudget.training.budget import (UpdateCap, check_param_budget, count_trainable,
+                                         skeleton)
 from cifarbudget.training.diffaugment import diff_augment, parse_policy
 from cifarbudget.training.generative import (Every, RealBatches, RunningMeans, TrainingFiles,
                                              memory_format, run_fingerprint, run_speed,
@@ -37,6 +38,17 @@ PROGRESS_ROWS, PROGRESS_PER_ROW = 10, 8
 # progress grids show the training generator's average rather than its random start.
 EMA_WARMUP = 10
 HISTORY_KEYS = ("d_loss", "g_loss", "d_real", "d_fake", "w_real", "w_fake")
+
+
+def check_budget(params: GanParams, num_classes: int, limit: int) -> int:
+    """Raise UserError unless G + D would have fewer than `limit` trainable parameters,
+    counted before anything is allocated."""
+    return check_param_budget(
+        {"generator": count_trainable(skeleton(
+            lambda: Generator(params.z_dim, num_classes, params.g_width))),
+         "discriminator": count_trainable(skeleton(
+             lambda: Discriminator(num_classes, params.d_width)))},
+        limit, "budget.gan_params")
 
 
 class GanTrainer:
@@ -70,10 +82,6 @@ class GanTrainer:
     def param_counts(self) -> dict[str, int]:
         return {"generator": count_trainable(self.generator),
                 "discriminator": count_trainable(self.discriminator)}
-
-    def check_budget(self, limit: int) -> int:
-        """Raise UserError unless G + D have fewer than `limit` trainable parameters."""
-        return check_param_budget(self.param_counts(), limit, "budget.gan_params")
 
     def _latents(self, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         n = self.params.batch_size
@@ -210,8 +218,8 @@ def train_gan(params: Params, data: PreparedData,
     g = params.gan
     device = pick_device()
     seed_everything(g.seed)
+    check_budget(g, len(data.classes), params.budget.gan_params)
     trainer = GanTrainer(g, data.classes, params.budget.gan_steps, device)
-    trainer.check_budget(params.budget.gan_params)
     real_batches = RealBatches(data, g.batch_size, g.seed, device, g.channels_last, "gan")
     fixed_z, fixed_labels = progress_inputs(g, len(data.classes), device)
 

@@ -25,7 +25,8 @@ from cifarbudget.data.prepared import PreparedData
 from cifarbudget.device import autocast, pick_device, seed_everything, stateless_generator
 from cifarbudget.models.vae import ConditionalVAE
 from cifarbudget.plots.vae import save_vae_progress
-from cifarbudget.training.budget import UpdateCap, check_param_budget, count_trainable
+from cifarbudget.training.budget import (UpdateCap, check_param_budget, count_trainable,
+                                         skeleton)
 from cifarbudget.training.generative import (Every, RealBatches, RunningMeans, TrainingFiles,
                                              memory_format, run_fingerprint, run_speed,
                                              train_loop)
@@ -41,6 +42,16 @@ def vae_loss(x: torch.Tensor, reconstruction: torch.Tensor, mean: torch.Tensor,
     recon = (reconstruction.float() - x.float()).square().flatten(1).sum(1).mean()
     kl = 0.5 * (mean.square() + log_var.exp() - 1 - log_var).sum(1).mean()
     return {"loss": recon + beta * kl, "recon": recon, "kl": kl}
+
+
+def check_budget(params: VaeParams, num_classes: int, limit: int) -> int:
+    """Raise UserError unless encoder + decoder would have fewer than `limit` trainable
+    parameters, counted before anything is allocated."""
+    model = skeleton(lambda: ConditionalVAE(params.z_dim, num_classes, params.encoder_width,
+                                            params.decoder_width))
+    return check_param_budget({"encoder": count_trainable(model.encoder),
+                               "decoder": count_trainable(model.decoder)},
+                              limit, "budget.gan_params")
 
 
 class VaeTrainer:
@@ -64,10 +75,6 @@ class VaeTrainer:
     def param_counts(self) -> dict[str, int]:
         return {"encoder": count_trainable(self.model.encoder),
                 "decoder": count_trainable(self.model.decoder)}
-
-    def check_budget(self, limit: int) -> int:
-        """Raise UserError unless encoder + decoder have fewer than `limit` parameters."""
-        return check_param_budget(self.param_counts(), limit, "budget.gan_params")
 
     def iteration(self, real_batches: RealBatches) -> None:
         """One update of encoder and decoder on batch `step`; add to the running means."""
@@ -146,8 +153,8 @@ def train_vae(params: Params, data: PreparedData,
     v = params.vae
     device = pick_device()
     seed_everything(v.seed)
+    check_budget(v, len(data.classes), params.budget.gan_params)
     trainer = VaeTrainer(v, data.classes, params.budget.gan_steps, device)
-    trainer.check_budget(params.budget.gan_params)
     real_batches = RealBatches(data, v.batch_size, v.seed, device, v.channels_last, "vae")
     real, real_labels, fixed_z, fixed_labels = progress_inputs(v, data, device)
 
