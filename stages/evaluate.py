@@ -7,7 +7,7 @@ import _local_src  # noqa: F401  (first: this tree's src/ before any installed c
 
 from cifarbudget.config import load_params
 from cifarbudget.data.prepared import load_prepared
-from cifarbudget.device import pick_device
+from cifarbudget.device import exact_float32, pick_device
 from cifarbudget.errors import UserError
 from cifarbudget.io import write_csv, write_json
 from cifarbudget.metrics.fid import load_inception
@@ -26,6 +26,7 @@ from cifarbudget.stage import run_stage
 def main() -> None:
     params = load_params()
     device = pick_device()
+    exact_float32()  # samples and metrics as a CPU run computes them
     data = load_prepared()
     images, labels = load_samples()
     model = params.generator.model

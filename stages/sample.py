@@ -4,7 +4,7 @@ import _local_src  # noqa: F401  (first: this tree's src/ before any installed c
 
 from cifarbudget.config import load_params
 from cifarbudget.data.prepared import load_prepared
-from cifarbudget.device import pick_device
+from cifarbudget.device import exact_float32, pick_device
 from cifarbudget.errors import UserError
 from cifarbudget.models.classifier import classifier_features, load_classifier
 from cifarbudget.models.generator import SAMPLER_NAMES, load_sampler
@@ -27,6 +27,7 @@ def main() -> None:
     params = load_params()
     s = params.sample
     device = pick_device()
+    exact_float32()  # samples and metrics as a CPU run computes them
     data = load_prepared()
     model = params.generator.model
     generator, info = load_sampler(model, device)

@@ -19,6 +19,10 @@ import numpy as np
 import pytest
 import yaml
 
+# No GPU for the tests or the processes they start: they compare results with CPU runs
+# byte for byte (set before torch first looks for CUDA).
+os.environ["CUDA_VISIBLE_DEVICES"] = ""
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # the venv's bin: dvc, python
 

@@ -1,6 +1,11 @@
+import os
+import sys
+
+import pytest
 import torch
 
-from cifarbudget.device import autocast, pick_device, stateless_generator
+from cifarbudget.device import (autocast, autocast_dtype, exact_float32, pick_device, precision,
+                                seed_everything, stateless_generator)
 
 
 def test_stateless_generator_depends_only_on_keys():
@@ -18,3 +23,45 @@ def test_autocast_disabled_keeps_fp32():
     x = torch.randn(4, 4, device=device)
     with autocast(device, enabled=False):
         assert (x @ x).dtype == torch.float32
+
+
+GPUS = {"T4": (7, 5), "V100": (7, 0), "A100": (8, 0), "H100": (9, 0)}
+
+
+@pytest.mark.parametrize("gpu, expected", [("T4", None), ("V100", None),
+                                           ("A100", torch.bfloat16), ("H100", torch.bfloat16)])
+def test_bf16_autocast_only_on_gpus_that_compute_bf16_natively(gpu, expected, monkeypatch):
+    """By compute capability, as torch reports it (patched: no GPU here); below 8.0 fp32."""
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: GPUS[gpu])
+    cuda = torch.device("cuda")
+    assert autocast_dtype(cuda) == expected
+    assert autocast_dtype(cuda, enabled=False) is None  # the bf16 params force fp32
+    words = precision(cuda)
+    assert words.startswith("bf16" if expected else f"fp32 (no native bf16: compute "
+                                                      f"capability {GPUS[gpu][0]}.{GPUS[gpu][1]}")
+
+
+def test_sampling_and_evaluation_turn_tf32_off():
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    try:
+        exact_float32()
+        assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+
+
+def test_deterministic_runs_fix_the_cublas_workspace(monkeypatch):
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    seed_everything(0)
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+
+
+def test_the_test_helpers_hide_any_gpu(tmp_path):
+    """Tests compare with CPU results byte for byte: their processes never see a GPU."""
+    from tests.conftest import run
+
+    shown = run([sys.executable, "-c", "import os, torch; print(repr(os.environ["
+                 "'CUDA_VISIBLE_DEVICES']), torch.cuda.is_available())"], tmp_path)
+    assert shown.stdout.split() == ["''", "False"]
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == ""

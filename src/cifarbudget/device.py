@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import os
 import random
 
 import numpy as np
@@ -16,24 +17,60 @@ def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def bf16_supported(device: torch.device) -> bool:
+# cuDNN has bf16 convolution engines from Ampere (compute capability 8.0) on. Below it (T4,
+# RTX 20xx, V100) bf16 is at best emulated, slower than fp32, and fp16 would need loss
+# scaling in every loop (the adaptively weighted GAN loss divides gradient norms, where an
+# fp16 overflow would go unnoticed): training there runs in fp32, correct on every GPU.
+NATIVE_BF16_CAPABILITY = (8, 0)
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes bf16 natively, so that bf16 autocast pays."""
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        return torch.cuda.get_device_capability(device) >= NATIVE_BF16_CAPABILITY
     # On the CPU bf16 pays only with native bf16 matrix units (AMX or AVX512-BF16);
     # elsewhere it is emulated and slower than fp32.
     cap = torch.backends.cpu.get_cpu_capability()
     return "AMX" in cap.upper() or torch.cpu._is_avx512_bf16_supported()
 
 
+def autocast_dtype(device: torch.device, enabled: bool = True) -> torch.dtype | None:
+    """bf16 when asked for (the `bf16` params) and native on `device`; None means fp32."""
+    return torch.bfloat16 if enabled and native_bf16(device) else None
+
+
+def precision(device: torch.device, enabled: bool = True) -> str:
+    """The training precision on `device`, in words, for the log and the run's diagnostics."""
+    if autocast_dtype(device, enabled) is not None:
+        return "bf16 autocast"
+    if not enabled:
+        return "fp32 (bf16 switched off in params.yaml)"
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        return f"fp32 (no native bf16: compute capability {major}.{minor} < 8.0)"
+    return "fp32 (no native bf16 on this CPU: no AMX, no AVX512-BF16)"
+
+
 def autocast(device: torch.device, enabled: bool = True):
-    """bf16 autocast on `device` when asked for and supported, else a no-op context."""
-    if enabled and bf16_supported(device):
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    """Autocast to `autocast_dtype(device, enabled)`, or a no-op context for fp32."""
+    dtype = autocast_dtype(device, enabled)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def exact_float32() -> None:
+    """fp32 matrix products and convolutions in full precision, not TF32, on GPUs from
+    Ampere on (where cuDNN uses TF32 by default): for sampling and evaluation, whose outputs
+    must match a CPU run's."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
 
 
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch, and ask torch for deterministic kernels."""
+    # cuBLAS needs a fixed workspace for deterministic results (set before any CUDA work).
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)

@@ -65,8 +65,8 @@ def test_stage_writes_models_history_curves_and_metrics(trained):
     assert set(metrics["test_acc"]) == {"mean", "std"} and metrics["test_acc"]["mean"] > 0.5
     assert (metrics["params"], metrics["steps"]) == (1268, 20)
     log = json.loads((folder / "logs/classifier_training.json").read_text())
-    assert {"wall_seconds", "train_images_per_second", "peak_memory_mib", "device",
-            "seeds"} <= set(log)
+    assert {"wall_seconds", "train_images_per_second", "peak_process_rss_mib", "device",
+            "precision", "seeds"} <= set(log)
     assert set(log["seeds"]) == {"0", "1"}
 
 

@@ -205,7 +205,8 @@ def test_metrics_summarize_seeds_with_mean_and_std(data, tmp_path):
     assert list(metrics) == ["test_acc", "test_loss", "train_acc", "train_loss", "params", "steps"]
     log = diagnostics(results, params, CPU)
     assert log["device"] == "cpu"
-    assert log["train_images_per_second"] > 0 and log["peak_memory_mib"] > 0
+    assert log["train_images_per_second"] > 0 and log["peak_process_rss_mib"] > 0
+    assert log["precision"].startswith(("bf16", "fp32"))
     assert log["seeds"]["1"]["test_acc"] == results[1].final["test_acc"]
 
     mean = mean_history([r.history for r in results])

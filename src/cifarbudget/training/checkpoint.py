@@ -26,7 +26,10 @@ def fingerprint(config: dict) -> str:
 def _canonical(obj):
     """Rebuild containers and intern strings, so that pickle's memo (which depends on object
     identity, not value) writes equal states as equal bytes, whether a value was made fresh
-    or loaded from an earlier checkpoint."""
+    or loaded from an earlier checkpoint; tensors on the CPU, so that every file loads on a
+    machine without the GPU that wrote it."""
+    if isinstance(obj, torch.Tensor):
+        return obj.cpu()
     if isinstance(obj, dict):
         return {_canonical(k): _canonical(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -115,12 +118,20 @@ def build_saved(path: str | Path, state: dict, sizes: dict[str, object],
     return build()
 
 
-def resume_state(path: str | Path, run_fingerprint: str) -> dict | None:
-    """The checkpoint at `path` if it belongs to this run, else None (start over)."""
+def resume_state(path: str | Path, run_fingerprint: str, device: torch.device) -> dict | None:
+    """The checkpoint at `path` if it belongs to this run, else None (start over).
+
+    The fingerprint covers the device type, since random draws differ between devices; a
+    checkpoint that another device wrote is not resumed, and the message says why.
+    """
     path = Path(path)
     if not path.exists():
         return None
     state = load_checkpoint(path)
     if state.get("fingerprint") != run_fingerprint:
+        written_on = state.get("device")
+        if written_on is not None and written_on != device.type:
+            print(f"{path}: written on {written_on}, this run is on {device.type} (whose random "
+                  f"draws differ): starting over", file=sys.stderr)
         return None
     return state

@@ -23,7 +23,8 @@ from tqdm import tqdm
 from cifarbudget.config import Params, as_dict
 from cifarbudget.data.augment import augment_batch
 from cifarbudget.data.prepared import PreparedData
-from cifarbudget.device import autocast, keep_freed_memory, seed_everything, stateless_generator
+from cifarbudget.device import (autocast, keep_freed_memory, precision, seed_everything,
+                                stateless_generator)
 from cifarbudget.errors import Interrupted, UserError
 from cifarbudget.models.classifier import (SeparableResNet, build_classifier, classifier_features,
                                            model_file_state, normalize)
@@ -112,12 +113,13 @@ def evaluate(model: SeparableResNet, images, labels: torch.Tensor, mean, std,
             (logits.argmax(1) == labels).float().mean().item())
 
 
-def run_config(params: Params, data: PreparedData, seed: int) -> dict:
-    """Everything that shapes one seed's run; a checkpoint resumes only an identical one."""
+def run_config(params: Params, data: PreparedData, seed: int, device: torch.device) -> dict:
+    """Everything that shapes one seed's run, the device type included (random draws differ
+    between devices); a checkpoint resumes only an identical one."""
     settings = as_dict(params.classifier)
     settings.pop("seeds")
     settings.pop("checkpoint_every")  # when to save does not change what is computed
-    return {"seed": seed, "classifier": settings, "augment": as_dict(params.augment),
+    return {"seed": seed, "device": device.type, "classifier": settings, "augment": as_dict(params.augment),
             "data": {"name": data.name, "mean": data.mean, "std": data.std,
                      "train_count": len(data.train_labels), "test_count": len(data.test_labels),
                      "labels": hashlib.sha256(data.train_labels.tobytes()
@@ -125,9 +127,16 @@ def run_config(params: Params, data: PreparedData, seed: int) -> dict:
 
 
 def peak_memory_mib(device: torch.device) -> float:
+    """On a GPU the allocator's peak since the seed started (reset per seed); on the CPU the
+    process's peak resident memory (it cannot be reset: the largest seed's, at least)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def peak_memory_key(device: torch.device) -> str:
+    """What peak_memory_mib measures on `device`, as the diagnostics name it."""
+    return "peak_gpu_memory_allocated_mib" if device.type == "cuda" else "peak_process_rss_mib"
 
 
 def budgeted_classifier(params: Params, num_classes: int) -> tuple[SeparableResNet, int]:
@@ -148,6 +157,8 @@ class SeedTrainer:
         c = params.classifier
         self.seed, self.params, self.device = seed, params, device
         seed_everything(seed)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)  # each seed's own peak
         if device.type == "cpu":
             keep_freed_memory()
             if c.threads:
@@ -198,9 +209,10 @@ def train_seed(seed: int, data: PreparedData, params: Params, device: torch.devi
     trainer = SeedTrainer(seed, data, params, device)
     if progress:
         print(f"classifier seed {seed}: {trainer.n_params:,} trainable parameters "
-              f"(budget: fewer than {params.budget.classifier_params:,})")
-    run_fingerprint = fingerprint(run_config(params, data, seed))
-    state = resume_state(checkpoint_path, run_fingerprint)
+              f"(budget: fewer than {params.budget.classifier_params:,}), on {device.type} "
+              f"in {precision(device, c.bf16)}")
+    run_fingerprint = fingerprint(run_config(params, data, seed, device))
+    state = resume_state(checkpoint_path, run_fingerprint, device)
     if state is None and Path(checkpoint_path).exists() and progress:
         print(f"{checkpoint_path}: saved by a different configuration; starting seed {seed} over")
     if state is not None:
@@ -253,7 +265,8 @@ def train_seed(seed: int, data: PreparedData, params: Params, device: torch.devi
                               f"acc {test_acc:.3f}")
                 if step % c.checkpoint_every == 0 or step == c.steps:
                     save_checkpoint(checkpoint_path, {
-                        "fingerprint": run_fingerprint, "step": step, "history": history,
+                        "fingerprint": run_fingerprint, "device": device.type, "step": step,
+                        "history": history,
                         "window": window, "model": trainer.model.state_dict(),
                         "optimizer": trainer.optimizer.state_dict(),
                         "train_seconds": state["train_seconds"] + run_train_seconds,
@@ -264,7 +277,7 @@ def train_seed(seed: int, data: PreparedData, params: Params, device: torch.devi
             raise Interrupted.at(f"classifier seed {seed}", step, saved_step, checkpoint_path,
                                  c.checkpoint_every) from None
         bar.close()
-        state = resume_state(checkpoint_path, run_fingerprint)
+        state = resume_state(checkpoint_path, run_fingerprint, device)
 
     trainer.model.load_state_dict(state["model"])
     return SeedResult(seed=seed, trainable_params=trainer.n_params, steps=state["step"],
@@ -308,6 +321,7 @@ def diagnostics(results: list[SeedResult], params: Params, device: torch.device)
                   for r in results},
         "wall_seconds": round(sum(r.wall_seconds for r in results), 1),
         "train_images_per_second": round(images / train_seconds, 1) if train_seconds else None,
-        "peak_memory_mib": round(max(r.peak_memory_mib for r in results), 1),
+        peak_memory_key(device): round(max(r.peak_memory_mib for r in results), 1),
         "device": device.type,
+        "precision": precision(device, params.classifier.bf16),
     }

@@ -192,7 +192,8 @@ class GanRun:
             "generator_ema": {"params": ema_size, "trained": False,
                               "note": "an average of the generator's weights, used for sampling; "
                                       "not trained and not counted in the budget"},
-            **run_speed(self.iterations, self.wall_seconds, self.trainer.device),
+            **run_speed(self.iterations, self.wall_seconds, self.trainer.device,
+                        self.trainer.params.bf16),
         }
 
 
@@ -230,6 +231,6 @@ def train_gan(params: Params, data: PreparedData,
     iterations, wall = train_loop(
         trainer, real_batches, g.steps, Every(g.log_every, g.progress_every, g.checkpoint_every,
                                              g.snapshot_every),
-        files, run_fingerprint("gan", g, data), "train_gan", {"lr_g": g.lr_g, "lr_d": g.lr_d},
-        save_progress)
+        files, run_fingerprint("gan", g, data, device), "train_gan",
+        {"lr_g": g.lr_g, "lr_d": g.lr_d}, save_progress)
     return GanRun(trainer, iterations, wall)

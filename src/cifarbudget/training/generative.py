@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from cifarbudget.config import as_dict
 from cifarbudget.data.prepared import PreparedData, to_tensor_nchw
-from cifarbudget.device import keep_freed_memory, stateless_generator
+from cifarbudget.device import keep_freed_memory, precision, stateless_generator
 from cifarbudget.errors import Interrupted, UserError
 from cifarbudget import paths
 from cifarbudget.io import write_csv
@@ -101,20 +101,22 @@ class RunningMeans:
         self.counts.copy_(state["counts"])
 
 
-def run_fingerprint(section: str, params, data: PreparedData) -> str:
-    """Hash of a model's settings (less NOT_FINGERPRINTED) and of the data: the identity of
-    a run, so that a checkpoint resumes only the run that wrote it."""
+def run_fingerprint(section: str, params, data: PreparedData, device: torch.device) -> str:
+    """Hash of a model's settings (less NOT_FINGERPRINTED), of the data and of the device
+    type: the identity of a run, so that a checkpoint resumes only the run that wrote it."""
     settings = {k: v for k, v in as_dict(params).items() if k not in NOT_FINGERPRINTED}
     labels = hashlib.sha256(np.ascontiguousarray(data.train_labels).tobytes()).hexdigest()
     return fingerprint({section: settings, "data": {"name": data.name, "classes": data.classes,
-                                                    "train_labels": labels}})
+                                                    "train_labels": labels},
+                        "device": device.type})
 
 
-def run_speed(iterations: int, wall_seconds: float, device: torch.device) -> dict:
-    """The diagnostics of a training process: its iterations, their time and speed, the device."""
+def run_speed(iterations: int, wall_seconds: float, device: torch.device, bf16: bool) -> dict:
+    """The diagnostics of a training process: its iterations, their time and speed, the
+    device and the precision it trained in."""
     return {"iterations_this_run": iterations, "wall_seconds": round(wall_seconds, 2),
             "iterations_per_second": round(iterations / wall_seconds, 3) if iterations else None,
-            "device": str(device)}
+            "device": str(device), "precision": precision(device, bf16)}
 
 
 @dataclass(frozen=True)
@@ -176,7 +178,7 @@ def train_loop(trainer, real_batches: RealBatches, steps: int, every: Every,
     `trainer.sampling_network()` at their intervals, and all of them at the end.
     Returns the iterations run by this call and their wall-clock seconds.
     """
-    state = resume_state(files.checkpoint, run_id)
+    state = resume_state(files.checkpoint, run_id, trainer.device)
     history: list[dict] = []
     if state is not None and state["step"] > steps:
         tqdm.write(f"{name}: the checkpoint is at step {state['step']}, past the {steps} "
@@ -194,7 +196,7 @@ def train_loop(trainer, real_batches: RealBatches, steps: int, every: Every,
     def save_state() -> None:
         nonlocal saved_step
         save_checkpoint(files.checkpoint, {**trainer.state_dict(), "fingerprint": run_id,
-                                           "history": history,
+                                           "device": trainer.device.type, "history": history,
                                            "running_means": trainer.means.state_dict()})
         saved_step = trainer.step
 
@@ -204,6 +206,8 @@ def train_loop(trainer, real_batches: RealBatches, steps: int, every: Every,
                             f"{name}: training history")
 
     keep_freed_memory()  # every iteration reallocates the same activations
+    tqdm.write(f"{name}: on {trainer.device.type}, in "
+               f"{precision(trainer.device, trainer.params.bf16)}")
     start = trainer.step
     started = time.perf_counter()
     bar = tqdm(total=steps, initial=start, desc=name, unit="it", dynamic_ncols=True)

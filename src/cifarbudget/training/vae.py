@@ -126,7 +126,8 @@ class VaeRun:
                 "steps": self.trainer.step}
 
     def diagnostics(self) -> dict:
-        return run_speed(self.iterations, self.wall_seconds, self.trainer.device)
+        return run_speed(self.iterations, self.wall_seconds, self.trainer.device,
+                         self.trainer.params.bf16)
 
 
 def progress_inputs(params: VaeParams, data: PreparedData, device: torch.device):
@@ -165,5 +166,6 @@ def train_vae(params: Params, data: PreparedData,
     iterations, wall = train_loop(
         trainer, real_batches, v.steps, Every(v.log_every, v.progress_every, v.checkpoint_every,
                                              v.snapshot_every),
-        files, run_fingerprint("vae", v, data), "train_vae", {"lr": v.lr}, save_progress)
+        files, run_fingerprint("vae", v, data, device), "train_vae", {"lr": v.lr},
+        save_progress)
     return VaeRun(trainer, iterations, wall)
