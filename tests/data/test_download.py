@@ -25,6 +25,7 @@ class Behaviour:
     errors: list[int] = field(default_factory=list)  # statuses to answer before serving normally
     endless: bool = False          # send zeros without a Content-Length until the client leaves
     trickle: float = 0.0           # send one byte per this many seconds
+    trickle_headers: float = 0.0   # send the response's headers one byte per this many seconds
     declared_length: int | None = None  # the Content-Length to claim instead of the true one
     redirect_to: str | None = None      # answer 302 with this Location
     ranges: list[str | None] = field(default_factory=list)
@@ -44,6 +45,11 @@ class Handler(BaseHTTPRequestHandler):
             self.send_response(302)
             self.send_header("Location", behaviour.redirect_to)
             return self.end_headers()
+        if behaviour.trickle_headers:
+            for byte in b"HTTP/1.0 200 OK\r\nX-Padding: " + b"x" * 10_000:
+                self.wfile.write(bytes([byte]))  # until the client hangs up (the write fails)
+                self.wfile.flush()
+                time.sleep(behaviour.trickle_headers)
         if behaviour.endless:
             self.send_response(200)
             self.end_headers()
@@ -259,6 +265,16 @@ def test_a_trickling_body_stops_at_the_deadline_keeping_the_partial_file(server,
         fetch(url, target, deadline=1.0, timeout=5.0)
     assert time.monotonic() - started < 3
     assert 0 < partial_path(target).stat().st_size < len(CONTENT)  # kept: a rerun resumes
+    assert not target.exists()
+
+
+def test_headers_sent_one_byte_at_a_time_stop_at_the_deadline(server, target):
+    behaviour, url = server
+    behaviour.trickle_headers = 0.05
+    started = time.monotonic()
+    with pytest.raises(UserError, match=r"did not finish within 1 s \(data\.download_deadline\)"):
+        fetch(url, target, deadline=1.0, timeout=5.0)
+    assert time.monotonic() - started < 3
     assert not target.exists()
 
 

@@ -15,6 +15,7 @@ import hashlib
 import http.client
 import os
 import re
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -62,6 +63,28 @@ class _HttpRedirectsOnly(urllib.request.HTTPRedirectHandler):
 
 
 _OPENER = urllib.request.build_opener(_HttpRedirectsOnly)
+
+
+def _open_before_deadline(request: urllib.request.Request, timeout: float, bounds: _Bounds):
+    """_OPENER.open(request), given up at the deadline: the timeout bounds each read, so a
+    server sending its headers one byte at a time could otherwise hold the open for ever.
+    The abandoned opening thread ends with its connection's next timeout."""
+    outcome: dict = {}
+
+    def open_() -> None:
+        try:
+            outcome["response"] = _OPENER.open(request, timeout=timeout)
+        except BaseException as exc:  # re-raised in the caller's thread
+            outcome["error"] = exc
+
+    opening = threading.Thread(target=open_, daemon=True)
+    opening.start()
+    opening.join(max(0.0, bounds.give_up_at - time.monotonic()))
+    if opening.is_alive():
+        bounds.check_time(request.full_url)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["response"]
 
 
 def partial_path(target: Path) -> Path:
@@ -198,7 +221,7 @@ def _download_attempt(url: str, part: Path, timeout: float, bounds: _Bounds) -> 
     offset = part.stat().st_size if part.exists() else 0
     request = urllib.request.Request(url, headers={"Range": f"bytes={offset}-"} if offset else {})
     try:
-        response = _OPENER.open(request, timeout=timeout)
+        response = _open_before_deadline(request, timeout, bounds)
     except urllib.error.HTTPError as exc:
         exc.close()
         if exc.code == 416:  # the partial file is not a strict prefix of the resource
