@@ -11,6 +11,7 @@ have.
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,11 +21,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from cifarbudget import paths
 from cifarbudget.config import as_dict
 from cifarbudget.data.prepared import PreparedData, to_tensor_nchw
 from cifarbudget.device import keep_freed_memory, precision, stateless_generator
 from cifarbudget.errors import Interrupted, UserError
-from cifarbudget import paths
 from cifarbudget.io import write_csv
 from cifarbudget.plots.history import save_history_figure
 from cifarbudget.training.checkpoint import fingerprint, resume_state, save_checkpoint
@@ -147,24 +148,21 @@ class Every:
     snapshot: int
 
 
-def snapshot_path(folder: Path, step: int) -> Path:
-    return folder / f"step_{step:06d}.pt"
-
-
 def save_snapshot(folder: Path, step: int, network: torch.nn.Module, classes: list[str]) -> None:
-    """Keep the sampling network (a models.gan.Generator) of `step`, with CPU tensors, for
+    """Keep the sampling network (a models.gan.Generator) of `step` as step_<step>.pt, for
     `evaluate` to score quality over training (models.generator.load_snapshot reads it)."""
-    save_checkpoint(snapshot_path(folder, step), {
+    save_checkpoint(folder / f"step_{step:06d}.pt", {
         "step": step, "classes": list(classes),
         "config": {"z_dim": network.z_dim, "num_classes": network.num_classes,
                    "width": network.width},
-        "weights": {k: v.detach().cpu() for k, v in network.state_dict().items()}})
+        "weights": network.state_dict()})
 
 
 def drop_snapshots_after(folder: Path, step: int) -> None:
     """Remove snapshots past `step`: they belong to another run than the one (re)starting."""
     for path in folder.glob("step_*.pt"):
-        if int(path.stem.removeprefix("step_")) > step:
+        taken_at = re.fullmatch(r"step_(\d+)", path.stem)
+        if taken_at and int(taken_at.group(1)) > step:
             path.unlink()
 
 
