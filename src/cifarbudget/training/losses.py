@@ -58,25 +58,36 @@ class AdaptiveWeightRule:
     tiny: float = 1e-4
 
     def weights(self, grad_real: list[torch.Tensor], grad_fake: list[torch.Tensor],
-                real_score: float, fake_score: float) -> tuple[float, float]:
-        """(w_real, w_fake) for per-parameter gradients and the mean sigmoid scores."""
+                real_score: torch.Tensor | float, fake_score: torch.Tensor | float
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(w_real, w_fake), 0-dim float64 tensors on the gradients' device, for
+        per-parameter gradients and the mean sigmoid scores (no host sync if the scores
+        are tensors on that device too)."""
         flat_real = torch.cat([g.float().flatten() for g in grad_real])
         flat_fake = torch.cat([g.float().flatten() for g in grad_fake])
-        # One transfer for the three dot products rather than three.
         rr, ff, rf = torch.stack([flat_real @ flat_real, flat_fake @ flat_fake,
-                                  flat_real @ flat_fake]).tolist()
+                                  flat_real @ flat_fake]).double()
         rr, ff = rr + self.tiny, ff + self.tiny
-        norm_r, norm_f = math.sqrt(rr), math.sqrt(ff)
+        norm_r, norm_f = _sqrt(rr), _sqrt(ff)
+        s_r, s_f = (torch.as_tensor(s, dtype=torch.float64, device=rr.device)
+                    for s in (real_score, fake_score))
         eps = self.epsilon
-        if real_score < self.alpha1 or real_score < fake_score - self.delta:
-            if rf <= 0:
-                return 1 / norm_r + eps, -rf / (ff * norm_r) + eps
-            return 1 / norm_r + eps, eps
-        if real_score > self.alpha2 and real_score > fake_score - self.delta:
-            if rf <= 0:
-                return -rf / (rr * norm_f) + eps, 1 / norm_f + eps
-            return eps, 1 / norm_f + eps
-        return 1 / norm_r + eps, 1 / norm_f + eps
+        bad = (s_r < self.alpha1) | (s_r < s_f - self.delta)                 # cases 1, 2
+        good = ~bad & (s_r > self.alpha2) & (s_r > s_f - self.delta)        # cases 3, 4
+        obtuse = rf <= 0
+        w_real = torch.where(good, torch.where(obtuse, -rf / (rr * norm_f) + eps, eps),
+                             1 / norm_r + eps)
+        w_fake = torch.where(bad, torch.where(obtuse, -rf / (ff * norm_r) + eps, eps),
+                             1 / norm_f + eps)
+        return w_real, w_fake
+
+
+def _sqrt(x: torch.Tensor) -> torch.Tensor:
+    """sqrt of a 0-dim float64 tensor, correctly rounded (as math.sqrt) on every device."""
+    # torch's CPU float64 sqrt is 1 ulp off in ~1.5% of cases; CUDA's is IEEE-rounded.
+    if x.device.type == "cpu":
+        return torch.tensor(math.sqrt(x.item()), dtype=torch.float64)  # CPU: no sync
+    return x.sqrt()
 
 
 def discriminator_backward(loss_name: str, real_scores: torch.Tensor, fake_scores: torch.Tensor,
@@ -86,7 +97,8 @@ def discriminator_backward(loss_name: str, real_scores: torch.Tensor, fake_score
 
     `real_scores` and `fake_scores` must come from separate forward passes: the AW rule
     differentiates each term on its own graph. Returns tensors d_real_loss, d_fake_loss
-    and floats w_real, w_fake (1 and 1 for the plain hinge loss).
+    and w_real, w_fake: 0-dim float64 tensors for aw_hinge (computed without a host sync),
+    the floats 1.0 and 1.0 for the plain hinge loss.
     """
     loss_real, loss_fake = hinge_real(real_scores), hinge_fake(fake_scores)
     if loss_name == "hinge":
@@ -95,9 +107,9 @@ def discriminator_backward(loss_name: str, real_scores: torch.Tensor, fake_score
     elif loss_name == "aw_hinge":
         grad_real = torch.autograd.grad(loss_real, params)
         grad_fake = torch.autograd.grad(loss_fake, params)
-        scores = torch.stack([torch.sigmoid(real_scores.float()).mean(),
-                              torch.sigmoid(fake_scores.float()).mean()]).tolist()
-        w_real, w_fake = rule.weights(grad_real, grad_fake, *scores)
+        w_real, w_fake = rule.weights(grad_real, grad_fake,
+                                      torch.sigmoid(real_scores.float()).mean(),
+                                      torch.sigmoid(fake_scores.float()).mean())
         grads = [w_real * gr + w_fake * gf for gr, gf in zip(grad_real, grad_fake)]
     else:
         raise ValueError(f"unknown GAN loss {loss_name!r}; expected hinge or aw_hinge")
