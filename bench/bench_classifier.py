@@ -10,9 +10,10 @@ process so that its peak memory is its own:
   textbook        a Dataset of PIL images, torchvision RandomCrop(32, padding=4),
                   RandomHorizontalFlip, ToTensor, Normalize, a DataLoader with 2
                   workers, fp32, NCHW: the PyTorch CIFAR tutorial way
-  pipeline-fp32   the pipeline's SeedTrainer.step (uint8 data held as a tensor, batches
+  pipeline-fp32   the pipeline's ClassifierTrainer.iteration (uint8 data held as a tensor, batches
                   gathered by index, augmented and normalized as whole tensors), fp32, NCHW
-  pipeline        SeedTrainer.step as params.yaml configures it (bf16 autocast, channels_last)
+  pipeline        ClassifierTrainer.iteration as params.yaml configures it (bf16 autocast,
+                  channels_last)
 
 All variants use the same number of torch threads (classifier.threads, or --threads).
 Throughput is measured over --steps updates after --warmup untimed ones; the results
@@ -39,7 +40,7 @@ from cifarbudget.config import load_params
 from cifarbudget.data.prepared import PreparedData
 from cifarbudget.io import write_json
 from cifarbudget.models.classifier import build_classifier
-from cifarbudget.training.classifier import SeedTrainer
+from cifarbudget.training.classifier import ClassifierTrainer
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "classifier.json"
@@ -93,9 +94,10 @@ def textbook_steps(params, data: PreparedData, total: int):
 
 
 def pipeline_steps(params, data: PreparedData, total: int):
-    trainer = SeedTrainer(0, data, params, torch.device("cpu"))
-    for step in range(total):
-        yield trainer.step(step)[0].item()
+    trainer = ClassifierTrainer(0, data, params, torch.device("cpu"))
+    for _ in range(total):
+        trainer.iteration()
+        yield
 
 
 def bench_params(threads: int | None, batch_size: int | None):

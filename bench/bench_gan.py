@@ -1,6 +1,6 @@
 """Training speed of the default GAN (params.yaml): this project's way against the textbook way.
 
-Both variants run the same training iteration (GanTrainer: n_dis D updates with the
+Both variants run the same training iteration (training/gan.py's Trainer: n_dis D updates with the
 configured loss and DiffAugment, one G update, the EMA) on the same networks and batch size:
 
   textbook  torchvision-style dataset of PIL images, ToTensor + Normalize transforms,
@@ -31,8 +31,7 @@ import torch
 from cifarbudget.config import load_params
 from cifarbudget.data.prepared import PreparedData
 from cifarbudget.device import keep_freed_memory
-from cifarbudget.training.generative import RealBatches
-from cifarbudget.training.gan import GanTrainer
+from cifarbudget.training.gan import Trainer
 
 TRAIN_IMAGES, NUM_CLASSES = 50_000, 100
 VARIANTS = ("textbook", "project")
@@ -67,7 +66,8 @@ class PilDataset(torch.utils.data.Dataset):
 
 
 def textbook_batches(data: PreparedData, batch_size: int, workers: int):
-    """A callable like RealBatches, fed by a shuffling DataLoader that restarts each epoch."""
+    """A callable like training/generative.py's RealBatches, fed by a shuffling DataLoader
+    that restarts each epoch."""
     loader = torch.utils.data.DataLoader(PilDataset(data.train_images, data.train_labels),
                                          batch_size=batch_size, shuffle=True, drop_last=True,
                                          num_workers=workers, persistent_workers=workers > 0)
@@ -88,17 +88,17 @@ def run_variant(variant: str, iterations: int, warmup: int, workers: int) -> dic
     device = torch.device("cpu")
     data = synthetic_cifar100()
     torch.manual_seed(0)
-    trainer = GanTrainer(gan, data.classes, warmup + iterations, device)
+    trainer = Trainer(gan, data, dataclasses.replace(params.budget,
+                                                     generative_steps=warmup + iterations), device)
     if project:
         keep_freed_memory()  # as the pipeline's training loop does
-        batches = RealBatches(data, gan.batch_size, gan.seed, device, gan.channels_last, "gan")
     else:
-        batches = textbook_batches(data, gan.batch_size, workers)
+        trainer.real_batches = textbook_batches(data, gan.batch_size, workers)
     for _ in range(warmup):
-        trainer.iteration(batches)
+        trainer.iteration()
     started = time.perf_counter()
     for _ in range(iterations):
-        trainer.iteration(batches)
+        trainer.iteration()
     seconds = time.perf_counter() - started
     counts = trainer.param_counts()
     return {"variant": variant, "it_per_s": iterations / seconds,

@@ -15,7 +15,7 @@ from cifarbudget.metrics.quality import snapshot_quality
 from cifarbudget.metrics.report import (evaluate_samples, split_diagnostics, summary_line,
                                         test_set_features)
 from cifarbudget.models.classifier import load_classifier
-from cifarbudget.models.generator import SAMPLER_NAMES, snapshot_files
+from cifarbudget.models.generator import sampler_name, snapshot_files
 from cifarbudget.paths import (classifier_model, evaluation_log, evaluation_metrics,
                                generator_plots, generator_snapshots)
 from cifarbudget.plots.per_class import save_per_class_accuracy
@@ -46,7 +46,7 @@ def main() -> None:
         per_class, data.classes, generator_plots(model) / "per_class_accuracy.csv",
         generator_plots(model) / "per_class_accuracy.png",
         f"Is each class recognisable? Classifier accuracy on {len(images):,} images\n"
-        f"from {SAMPLER_NAMES[model]}: {metrics['classifier_accuracy_generated']:.1%} "
+        f"from {sampler_name(model)}: {metrics['classifier_accuracy_generated']:.1%} "
         f"(on the real test images: {metrics['classifier_accuracy_real']:.1%})")
     write_csv(generator_plots(model) / "quality.csv", quality)
     write_json(evaluation_log(model), {**diagnostics, "device": str(device)})

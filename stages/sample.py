@@ -7,7 +7,7 @@ from cifarbudget.data.prepared import load_prepared
 from cifarbudget.device import exact_float32, pick_device
 from cifarbudget.errors import UserError
 from cifarbudget.models.classifier import classifier_features, load_classifier
-from cifarbudget.models.generator import SAMPLER_NAMES, load_sampler
+from cifarbudget.models.generator import load_sampler, sampler_name
 from cifarbudget.paths import SAMPLES, classifier_model, generator_model, generator_plots
 from cifarbudget.plots.samples import (save_interpolations, save_nearest_neighbours,
                                        save_real_vs_generated, save_sample_grid)
@@ -44,7 +44,7 @@ def main() -> None:
 
     grid = grid_draws(GRID_SIDE * GRID_SIDE, k, z_dim, s.seed)
     save_sample_grid(draw(grid, "samples.png"), grid.classes.numpy(), data.classes, GRID_SIDE,
-                     plots / "samples.png", plots / "samples.txt", s.seed, SAMPLER_NAMES[model])
+                     plots / "samples.png", plots / "samples.txt", s.seed, sampler_name(model))
 
     path, ends = interpolation_draws(INTERPOLATION_PAIRS, INTERPOLATION_STEPS, k, z_dim, s.seed)
     save_interpolations(draw(path, "interpolations.png"), ends.numpy(), data.classes,

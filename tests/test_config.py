@@ -46,7 +46,7 @@ def test_unknown_top_level_section(params_dir):
 @pytest.mark.parametrize("overrides, message", [
     ({"classifier.lr": "fast"}, r"^classifier\.lr: expected float, got 'fast'$"),
     ({"budget.classifier_steps": True}, r"^budget\.classifier_steps: expected int, got True$"),
-    ({"budget.gan_steps": 10.5}, r"^budget\.gan_steps: expected int, got 10\.5$"),
+    ({"budget.generative_steps": 10.5}, r"^budget\.generative_steps: expected int, got 10\.5$"),
     ({"augment.flip": "yes"}, r"^augment\.flip: expected bool, got 'yes'$"),
     ({"classifier.widths": [32, "wide"]}, r"^classifier\.widths\[1\]: expected int, got 'wide'$"),
     ({"classifier.seeds": 0}, r"^classifier\.seeds: expected a list of int, got 0$"),
@@ -96,7 +96,11 @@ def test_ints_are_accepted_where_floats_are_expected(params_dir):
     ({"classifier.momentum": -0.1}, r"^classifier\.momentum: -0\.1 is too small; it must be >= 0\.0$"),
     ({"gan.loss": "wgan"}, r"^gan\.loss: 'wgan' is not allowed; choose one of hinge, aw_hinge$"),
     ({"data.name": "mnist"}, r"^data\.name: 'mnist' is not allowed; choose one of cifar10, cifar100$"),
-    ({"budget.gan_params": 0}, r"^budget\.gan_params: 0 is too small; it must be >= 1$"),
+    ({"budget.generative_params": 0}, r"^budget\.generative_params: 0 is too small; it must be >= 1$"),
+    # Keys renamed since users wrote them: the error names the new key.
+    ({"budget.gan_steps": 50_000}, r"^budget\.gan_steps: renamed budget\.generative_steps \(it "
+                                   r"limits the VAE too\); rename the key in params\.yaml$"),
+    ({"budget.gan_params": 10}, r"^budget\.gan_params: renamed budget\.generative_params "),
     ({"vae.beta": -0.5}, r"^vae\.beta: -0\.5 is too small; it must be >= 0\.0$"),
     ({"generator.model": "diffusion"},
      r"^generator\.model: 'diffusion' is not allowed; choose one of gan, vae$"),
@@ -109,14 +113,14 @@ def test_out_of_range_values_name_the_limit(params_dir, overrides, message):
 @pytest.mark.parametrize("overrides, message", [
     ({"classifier.steps": 10_001, "budget.classifier_steps": 10_000},
      r"classifier\.steps: 10001 exceeds budget\.classifier_steps \(10000\); lower classifier\.steps"),
-    ({"gan.steps": 30_000, "gan.n_dis": 2, "budget.gan_steps": 50_000},
-     r"30000 x 2 = 60000 discriminator updates exceed budget\.gan_steps \(50000\); "
+    ({"gan.steps": 30_000, "gan.n_dis": 2, "budget.generative_steps": 50_000},
+     r"30000 x 2 = 60000 discriminator updates exceed budget\.generative_steps \(50000\); "
      r"lower gan\.steps to at most 25000"),
     ({"classifier.widths": [32, 64], "classifier.depths": [2, 2, 2]},
      r"need the same non-zero length"),
     ({"classifier.seeds": []}, r"classifier\.seeds: give at least one seed"),
-    ({"generator.model": "vae", "vae.steps": 50_001, "budget.gan_steps": 50_000},
-     r"vae\.steps: 50001 updates exceed budget\.gan_steps \(50000\), the generative models' "
+    ({"generator.model": "vae", "vae.steps": 50_001, "budget.generative_steps": 50_000},
+     r"vae\.steps: 50001 updates exceed budget\.generative_steps \(50000\), the generative models' "
      r"budget; lower vae\.steps"),
 ])
 def test_inconsistent_budgets_and_shapes_are_rejected(params_dir, overrides, message):
@@ -125,16 +129,16 @@ def test_inconsistent_budgets_and_shapes_are_rejected(params_dir, overrides, mes
 
 
 def test_only_the_chosen_generative_models_steps_must_fit_the_budget(params_dir):
-    vae = load_with(params_dir, {"generator.model": "vae", "budget.gan_steps": 100,
+    vae = load_with(params_dir, {"generator.model": "vae", "budget.generative_steps": 100,
                                  "vae.steps": 100, "gan.steps": 50_000})
-    assert vae.gan.steps > vae.budget.gan_steps  # the GAN is not trained, so it may
+    assert vae.gan.steps > vae.budget.generative_steps  # the GAN is not trained, so it may
     with pytest.raises(UserError, match=r"^vae\.steps: 50000 updates exceed"):
         load_with(params_dir, {"vae.steps": 50_000})
 
 
 def test_steps_exactly_at_the_budget_are_allowed(params_dir):
-    params = load_with(params_dir, {"gan.steps": 25_000, "gan.n_dis": 2, "budget.gan_steps": 50_000})
-    assert params.gan.steps * params.gan.n_dis == params.budget.gan_steps
+    params = load_with(params_dir, {"gan.steps": 25_000, "gan.n_dis": 2, "budget.generative_steps": 50_000})
+    assert params.gan.steps * params.gan.n_dis == params.budget.generative_steps
 
 
 def test_a_custom_source_requires_its_md5():

@@ -60,8 +60,14 @@ class DataParams:
 class BudgetParams:
     classifier_params: int = field(default=100_000, metadata=_range(1))  # strictly fewer
     classifier_steps: int = field(default=10_000, metadata=_range(1))    # at most
-    gan_params: int = field(default=1_000_000, metadata=_range(1))       # strictly fewer, G + D
-    gan_steps: int = field(default=50_000, metadata=_range(1))           # at most, per network
+    # The generative model's (GAN: G + D; VAE: encoder + decoder).
+    generative_params: int = field(default=1_000_000, metadata=_range(1))  # strictly fewer
+    generative_steps: int = field(default=50_000, metadata=_range(1))      # at most, per network
+
+
+# Keys renamed since users first wrote them: old key -> new key.
+RENAMED = {"budget.gan_params": "budget.generative_params",
+           "budget.gan_steps": "budget.generative_steps"}
 
 
 @dataclass(frozen=True)
@@ -91,6 +97,21 @@ class ClassifierParams:
     channels_last: bool = True
     compile: bool = False
     threads: int = field(default=0, metadata=_range(0))  # CPU threads; 0 keeps torch's default
+
+
+DIFFAUGMENT_OPERATIONS = ("color", "translation", "cutout")  # in the order they are applied
+
+
+def parse_policy(text: str) -> tuple[str, ...]:
+    """gan.diffaugment: 'translation,cutout,color' -> the operations in application order;
+    '' -> none."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in DIFFAUGMENT_OPERATIONS]
+    if unknown:
+        raise UserError(f"gan.diffaugment: unknown operation {unknown[0]!r}; give a comma-separated "
+                        f"subset of {','.join(DIFFAUGMENT_OPERATIONS)}, or an empty string to "
+                        f"disable it")
+    return tuple(op for op in DIFFAUGMENT_OPERATIONS if op in names)
 
 
 @dataclass(frozen=True)
@@ -235,6 +256,10 @@ def _build(cls, raw: dict, prefix: str):
         raise UserError(f"{prefix}: expected a mapping of keys, got {raw!r}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - set(fields))
+    renamed = [_join(prefix, name) for name in unknown if _join(prefix, name) in RENAMED]
+    if renamed:
+        raise UserError(f"{renamed[0]}: renamed {RENAMED[renamed[0]]} (it limits the VAE too); "
+                        f"rename the key in params.yaml")
     if unknown:
         where = f"in {prefix}" if prefix else "at the top level"
         raise UserError(f"{_join(prefix, unknown[0])}: unknown key; allowed keys {where}: "
@@ -255,6 +280,7 @@ def _build(cls, raw: dict, prefix: str):
 
 
 def _check_consistency(p: Params) -> None:
+    parse_policy(p.gan.diffaugment)
     c = p.classifier
     if not c.seeds:
         raise UserError("classifier.seeds: give at least one seed, e.g. [0, 1, 2]")
@@ -273,14 +299,14 @@ def _check_consistency(p: Params) -> None:
     if p.generator.model == "gan":
         g = p.gan
         updates = max(g.steps * g.n_dis, g.steps)
-        if updates > p.budget.gan_steps:
+        if updates > p.budget.generative_steps:
             raise UserError(f"gan.steps x gan.n_dis: {g.steps} x {g.n_dis} = {updates} "
-                            f"discriminator updates exceed budget.gan_steps "
-                            f"({p.budget.gan_steps}); lower gan.steps to at most "
-                            f"{p.budget.gan_steps // g.n_dis}")
-    elif p.vae.steps > p.budget.gan_steps:
-        raise UserError(f"vae.steps: {p.vae.steps} updates exceed budget.gan_steps "
-                        f"({p.budget.gan_steps}), the generative models' budget; lower vae.steps")
+                            f"discriminator updates exceed budget.generative_steps "
+                            f"({p.budget.generative_steps}); lower gan.steps to at most "
+                            f"{p.budget.generative_steps // g.n_dis}")
+    elif p.vae.steps > p.budget.generative_steps:
+        raise UserError(f"vae.steps: {p.vae.steps} updates exceed budget.generative_steps "
+                        f"({p.budget.generative_steps}), the generative models' budget; lower vae.steps")
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

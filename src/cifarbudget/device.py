@@ -5,6 +5,7 @@ import contextlib
 import ctypes
 import os
 import random
+import resource
 
 import numpy as np
 import torch
@@ -49,6 +50,11 @@ def precision(device: torch.device, enabled: bool = True) -> str:
         major, minor = torch.cuda.get_device_capability(device)
         return f"fp32 (no native bf16: compute capability {major}.{minor} < 8.0)"
     return "fp32 (no native bf16 on this CPU: no AMX, no AVX512-BF16)"
+
+
+def memory_format(channels_last: bool) -> torch.memory_format:
+    """channels_last (the `channels_last` params): faster convolutions on CPUs and recent GPUs."""
+    return torch.channels_last if channels_last else torch.contiguous_format
 
 
 def autocast(device: torch.device, enabled: bool = True):
@@ -105,6 +111,25 @@ def stateless_generator(*keys: int, device: torch.device | str = "cpu") -> torch
     seed = 0
     for k in keys:
         seed = (seed * 1_000_003 + int(k) + 1) % (2**63 - 1)
-    gen = torch.Generator(device=device)
-    gen.manual_seed(seed)
-    return gen
+    rng = torch.Generator(device=device)
+    rng.manual_seed(seed)
+    return rng
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the work queued on `device`: only where a time is measured."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_memory_mib(device: torch.device) -> float:
+    """On a GPU the allocator's peak since the last reset (each classifier seed resets it); on
+    the CPU the process's peak resident memory (which cannot be reset)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def peak_memory_key(device: torch.device) -> str:
+    """What peak_memory_mib measures on `device`, as the diagnostics name it."""
+    return "peak_gpu_memory_allocated_mib" if device.type == "cuda" else "peak_process_rss_mib"

@@ -1,4 +1,5 @@
-"""Atomic file output: every file is written to a temporary sibling, then renamed.
+"""File I/O: atomic output (every file is written to a temporary sibling, then renamed) and
+checkpoints (written atomically, read with weights_only=True).
 
 A crash or an error mid-write leaves the previous file as it was, never a
 half-written one; data is flushed to the disk before the rename, so a power loss cannot
@@ -14,11 +15,16 @@ import json
 import math
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from cifarbudget.errors import UserError
+import torch
+
+from cifarbudget.errors import UserError, first_line
+
+REBUILD = "delete it and rerun the stage that produces it"
 
 
 def _umask() -> int:
@@ -137,3 +143,55 @@ def save_figure(fig, path: str | Path, dpi: int = 120) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
     plt.close(fig)
+
+
+def _canonical(obj):
+    """Rebuild containers and intern strings, so that pickle's memo (which depends on object
+    identity, not value) writes equal states as equal bytes, whether a value was made fresh
+    or loaded from an earlier checkpoint; tensors on the CPU, so that every file loads on a
+    machine without the GPU that wrote it."""
+    if isinstance(obj, torch.Tensor):
+        return obj.cpu()
+    if isinstance(obj, dict):
+        return {_canonical(k): _canonical(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_canonical(v) for v in obj)
+    if isinstance(obj, str):
+        return sys.intern(obj)
+    return obj
+
+
+def save_checkpoint(path: str | Path, state: dict) -> None:
+    """Write `state` atomically; equal states give byte-identical files."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        # Through a file object torch names the archive inside "archive", not after the
+        # random temporary file.
+        torch.save(_canonical(state), f)
+
+
+def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
+    """Load a checkpoint without executing code from it (weights_only=True)."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: not found; run the stage that produces it first (dvc repro)")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises many types for corrupt or unsafe files
+        raise UserError(f"{path}: not a readable checkpoint ({first_line(exc)}); "
+                        f"{REBUILD}") from None
+    if not isinstance(state, dict) or not state:
+        found = "an empty dict" if isinstance(state, dict) else f"a {type(state).__name__}"
+        raise UserError(f"{path}: holds {found}, not a checkpoint; {REBUILD}")
+    return state
+
+
+@contextlib.contextmanager
+def reading(path: str | Path, what: str) -> Iterator[None]:
+    """Turn a failure to interpret a loaded checkpoint (a missing key, a value of the wrong
+    type, tensors of another shape) into a one-line error naming the file."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError,
+            OverflowError) as exc:
+        raise UserError(f"{path}: not {what} ({type(exc).__name__}: {first_line(exc)[:200]}); "
+                        f"{REBUILD}") from None

@@ -24,7 +24,6 @@ from cifarbudget.errors import UserError
 from cifarbudget.io import atomic_dir
 from cifarbudget.paths import SAMPLES
 
-
 # stateless_generator keys, one per purpose.
 (EVALUATION_STREAM, GRID_STREAM, INTERPOLATION_STREAM, COMPARISON_CLASSES_STREAM,
  COMPARISON_REAL_STREAM, COMPARISON_GENERATED_STREAM) = range(6)
@@ -48,17 +47,17 @@ def balanced_labels(count: int, num_classes: int) -> np.ndarray:
 
 def evaluation_draws(count: int, num_classes: int, z_dim: int, seed: int) -> Draws:
     """`count` class-balanced draws in a random order (so any prefix is a fair sample)."""
-    gen = stateless_generator(seed, EVALUATION_STREAM)
+    rng = stateless_generator(seed, EVALUATION_STREAM)
     labels = torch.from_numpy(balanced_labels(count, num_classes))
-    order = torch.randperm(count, generator=gen)
-    return Draws(torch.randn(count, z_dim, generator=gen), labels[order])
+    order = torch.randperm(count, generator=rng)
+    return Draws(torch.randn(count, z_dim, generator=rng), labels[order])
 
 
 def grid_draws(count: int, num_classes: int, z_dim: int, seed: int) -> Draws:
     """The first `count` draws of the grid stream: latents and uniformly random classes."""
-    gen = stateless_generator(seed, GRID_STREAM)
-    return Draws(torch.randn(count, z_dim, generator=gen),
-                 torch.randint(num_classes, (count,), generator=gen))
+    rng = stateless_generator(seed, GRID_STREAM)
+    return Draws(torch.randn(count, z_dim, generator=rng),
+                 torch.randint(num_classes, (count,), generator=rng))
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -85,9 +84,9 @@ def interpolation_draws(pairs: int, steps: int, num_classes: int, z_dim: int,
     blends the generator's per-class batch-norm gains and biases. Returns the draws, row by
     row, and the (pairs, 2) endpoint classes.
     """
-    gen = stateless_generator(seed, INTERPOLATION_STREAM)
-    z_ends = torch.randn(2, pairs, z_dim, generator=gen)
-    class_ends = torch.randint(num_classes, (pairs, 2), generator=gen)
+    rng = stateless_generator(seed, INTERPOLATION_STREAM)
+    z_ends = torch.randn(2, pairs, z_dim, generator=rng)
+    class_ends = torch.randint(num_classes, (pairs, 2), generator=rng)
     t = torch.linspace(0, 1, steps)
     z = slerp(z_ends[0], z_ends[1], t)
     one_hot = F.one_hot(class_ends, num_classes).float()
@@ -98,25 +97,25 @@ def interpolation_draws(pairs: int, steps: int, num_classes: int, z_dim: int,
 
 def comparison_draws(classes: list[int], per_class: int, z_dim: int, seed: int) -> Draws:
     """`per_class` draws of each of `classes`, class by class."""
-    gen = stateless_generator(seed, COMPARISON_GENERATED_STREAM)
+    rng = stateless_generator(seed, COMPARISON_GENERATED_STREAM)
     labels = torch.tensor(classes, dtype=torch.int64).repeat_interleave(per_class)
-    return Draws(torch.randn(len(labels), z_dim, generator=gen), labels)
+    return Draws(torch.randn(len(labels), z_dim, generator=rng), labels)
 
 
 def comparison_classes(num_classes: int, rows: int, seed: int) -> list[int]:
     """`rows` different classes (all of them if there are fewer), drawn from the seed."""
-    gen = stateless_generator(seed, COMPARISON_CLASSES_STREAM)
-    return torch.randperm(num_classes, generator=gen)[:rows].tolist()
+    rng = stateless_generator(seed, COMPARISON_CLASSES_STREAM)
+    return torch.randperm(num_classes, generator=rng)[:rows].tolist()
 
 
 def real_examples(images: np.ndarray, labels: np.ndarray, classes: list[int], per_class: int,
                   seed: int) -> list[np.ndarray]:
     """`per_class` random images of each of `classes` (fewer if a class has fewer), per class."""
-    gen = stateless_generator(seed, COMPARISON_REAL_STREAM)
+    rng = stateless_generator(seed, COMPARISON_REAL_STREAM)
     picked = []
     for label in classes:
         members = np.flatnonzero(labels == label)
-        order = torch.randperm(len(members), generator=gen)[:per_class].numpy()
+        order = torch.randperm(len(members), generator=rng)[:per_class].numpy()
         picked.append(images[members[order]])
     return picked
 

@@ -3,11 +3,10 @@ import pytest
 import torch
 
 from cifarbudget.config import load_params
-from cifarbudget.models.classifier import (build_classifier, classifier_features, load_classifier,
-                                           model_file_state, normalize)
+from cifarbudget.io import save_checkpoint
+from cifarbudget.models.classifier import (Normalize, build_classifier, classifier_features,
+                                           load_classifier, model_file_state)
 from cifarbudget.training.budget import count_trainable
-from cifarbudget.training.checkpoint import save_checkpoint
-
 from tests.conftest import REPO
 
 MEAN, STD = [0.5, 0.4, 0.3], [0.25, 0.2, 0.3]
@@ -36,7 +35,7 @@ def test_default_model_fits_the_default_budget_for_cifar100():
 
 def test_normalize_maps_uint8_pixels_to_standard_scores():
     pixels = torch.tensor([0, 255], dtype=torch.uint8).view(2, 1, 1, 1).expand(2, 3, 1, 1)
-    out = normalize(pixels, MEAN, STD)
+    out = Normalize(MEAN, STD, "cpu")(pixels)
     expected_low = -torch.tensor(MEAN) / torch.tensor(STD)
     expected_high = (1 - torch.tensor(MEAN)) / torch.tensor(STD)
     torch.testing.assert_close(out[0, :, 0, 0], expected_low)
@@ -63,7 +62,7 @@ def test_classifier_features_on_uint8_images_match_the_model_and_ignore_batching
     model = build_classifier([8, 16], [1, 1], num_classes=4).eval()
     images = np.random.default_rng(0).integers(0, 256, (10, 32, 32, 3), dtype=np.uint8)
     features, logits = classifier_features(model, images, MEAN, STD, "cpu", batch_size=3)
-    direct = normalize(torch.from_numpy(images).permute(0, 3, 1, 2), MEAN, STD)
+    direct = Normalize(MEAN, STD, "cpu")(torch.from_numpy(images).permute(0, 3, 1, 2))
     with torch.no_grad():
         torch.testing.assert_close(features, model.features(direct))
         torch.testing.assert_close(logits, model(direct))

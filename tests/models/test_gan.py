@@ -4,9 +4,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cifarbudget.models.gan import (ConditionalBatchNorm2d, Discriminator, Generator,
-                                    SpectralNorm, load_generator)
-from cifarbudget.training.checkpoint import save_checkpoint
+from cifarbudget.io import save_checkpoint
+from cifarbudget.models.gan import (ConditionalBatchNorm2d, Discriminator, Generator, SpectralNorm,
+                                    load_sampler)
 
 Z_DIM, CLASSES, WIDTH = 16, 5, 16
 
@@ -143,14 +143,14 @@ def test_networks_run_under_bf16_autocast_with_fp32_scores(channels_last):
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in gen.parameters())
 
 
-def test_load_generator_returns_the_ema_generator_for_sampling(tmp_path):
+def test_load_sampler_returns_the_ema_generator_for_sampling(tmp_path):
     gen, ema = trained_looking_generator(0), trained_looking_generator(1)
     path = tmp_path / "gan.pt"
     save_checkpoint(path, {"generator": gen.state_dict(), "generator_ema": ema.state_dict(),
                            "config": {"z_dim": Z_DIM, "num_classes": CLASSES,
                                       "generator_width": WIDTH, "discriminator_width": WIDTH},
                            "classes": [f"c{i}" for i in range(CLASSES)]})
-    loaded, info = load_generator(path)
+    loaded, info = load_sampler(path)
     assert info == {"z_dim": Z_DIM, "num_classes": CLASSES,
                     "classes": ["c0", "c1", "c2", "c3", "c4"]}
     assert not loaded.training and not any(p.requires_grad for p in loaded.parameters())

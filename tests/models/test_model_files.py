@@ -4,16 +4,16 @@ import pytest
 import torch
 
 from cifarbudget.errors import UserError
+from cifarbudget.io import load_checkpoint, save_checkpoint
 from cifarbudget.models.classifier import load_classifier
-from cifarbudget.models.gan import load_generator
+from cifarbudget.models.gan import load_sampler
 from cifarbudget.models.generator import load_snapshot
-from cifarbudget.training.checkpoint import load_checkpoint, save_checkpoint
 from tests.conftest import write_untrained_models
 
 GAN = "models/gan/gan.pt"
 CLASSIFIER = "models/classifier/seed_0.pt"
 SNAPSHOT = "snapshots/gan/step_000000.pt"
-LOADERS = {GAN: [load_generator], CLASSIFIER: [load_classifier],
+LOADERS = {GAN: [load_sampler], CLASSIFIER: [load_classifier],
            SNAPSHOT: [load_snapshot]}
 
 
@@ -69,8 +69,8 @@ HUGE = 2**40  # parameters no machine holds: allocating them would fail or take 
 
 
 @pytest.mark.parametrize("rel, load, change", [
-    (GAN, load_generator, set_config("z_dim", HUGE)),
-    (GAN, load_generator, set_config("num_classes", 10**6)),
+    (GAN, load_sampler, set_config("z_dim", HUGE)),
+    (GAN, load_sampler, set_config("num_classes", 10**6)),
     (SNAPSHOT, load_snapshot, set_config("width", HUGE)),
     (CLASSIFIER, load_classifier, lambda s: s.update(num_classes=HUGE)),
     (CLASSIFIER, load_classifier, lambda s: s.update(depths=[1, 1, 10**6])),
@@ -84,13 +84,13 @@ def test_architecture_fields_larger_than_the_file_are_refused_before_allocation(
 
 
 @pytest.mark.parametrize("rel, load, change, message", [
-    (GAN, load_generator, set_config("z_dim", "128"), r"its architecture \(z_dim 128, .*\) is not "
+    (GAN, load_sampler, set_config("z_dim", "128"), r"its architecture \(z_dim 128, .*\) is not "
                                                       r"positive integers"),
-    (GAN, load_generator, set_config("generator_width", 8),
+    (GAN, load_sampler, set_config("generator_width", 8),
      r"not a GAN model file \(RuntimeError: "),
-    (GAN, load_generator, lambda s: s.update(classes="abc"),
+    (GAN, load_sampler, lambda s: s.update(classes="abc"),
      r"not a GAN model file \(ValueError: "),
-    (GAN, load_generator, lambda s: s.update(classes=["a", "b", "a", "c"]),
+    (GAN, load_sampler, lambda s: s.update(classes=["a", "b", "a", "c"]),
      r"classes: class name 'a' appears more than once"),
     (CLASSIFIER, load_classifier, lambda s: s.update(mean="abc"), r"not a classifier model file"),
 ])

@@ -2,9 +2,9 @@
 for the metrics."""
 import torch
 
+from cifarbudget.io import save_checkpoint
 from cifarbudget.models.gan import ConditionalBatchNorm2d
-from cifarbudget.models.vae import ConditionalVAE, load_decoder
-from cifarbudget.training.checkpoint import save_checkpoint
+from cifarbudget.models.vae import ConditionalVAE, load_sampler
 
 Z_DIM, CLASSES = 16, 5
 
@@ -60,10 +60,10 @@ def vae_file(path, vae: ConditionalVAE, updates: int = 0) -> None:
                            "classes": [f"c{i}" for i in range(CLASSES)]})
 
 
-def test_load_decoder_returns_the_trained_decoder_ready_to_sample(tmp_path):
+def test_load_sampler_returns_the_trained_decoder_ready_to_sample(tmp_path):
     vae = trained_looking_vae()
     vae_file(tmp_path / "vae.pt", vae)
-    decoder, info = load_decoder(tmp_path / "vae.pt")
+    decoder, info = load_sampler(tmp_path / "vae.pt")
     assert info == {"z_dim": Z_DIM, "num_classes": CLASSES, "classes": [f"c{i}" for i in range(5)]}
     assert not decoder.training and not any(p.requires_grad for p in decoder.parameters())
     z, y = torch.randn(4, Z_DIM), torch.tensor([0, 1, 3, 4])

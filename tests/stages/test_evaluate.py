@@ -97,7 +97,7 @@ def test_skip_leaves_inception_metrics_out_with_the_reason_and_keeps_the_rest(wo
 
 def test_quality_has_one_row_per_snapshot_in_training_order(workdir):
     from cifarbudget.models.gan import Generator
-    from cifarbudget.training.generative import save_snapshot
+    from cifarbudget.training.loop import save_snapshot
 
     later = Generator(TINY_PARAMS["gan.z_dim"], 4, TINY_PARAMS["gan.g_width"])
     save_snapshot(workdir / "snapshots" / "gan", 12, later, [f"class_{i}" for i in range(4)])

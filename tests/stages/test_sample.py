@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from cifarbudget.models.gan import load_generator
+from cifarbudget.models.gan import load_sampler
 from cifarbudget.sampling import evaluation_draws, generate
 from tests.conftest import (REPO, TINY_PARAMS, error_line, run, set_params, snapshot,
                             write_prepared, write_untrained_models)
@@ -41,7 +41,7 @@ def test_sample_writes_a_balanced_reproducible_set_and_the_figures(workdir):
     assert images.dtype == np.uint8 and images.shape == (count, 32, 32, 3)
     assert labels.dtype == np.int64 and np.bincount(labels).tolist() == [count // 4] * 4
     # The set is what the seed's draws give, whatever the batch size: nothing is picked.
-    generator, info = load_generator(workdir / "models/gan/gan.pt")
+    generator, info = load_sampler(workdir / "models/gan/gan.pt")
     draws = evaluation_draws(count, 4, info["z_dim"], seed=0)
     np.testing.assert_array_equal(labels, draws.classes.numpy())
     np.testing.assert_array_equal(images, generate(generator, draws, count, torch.device("cpu")))

@@ -1,4 +1,4 @@
-"""The train_gan stage: its outputs, a clean stop before training on bad input, and `dvc repro`."""
+"""The train_generator stage with the GAN: its outputs, a clean stop before training on bad input, and `dvc repro`."""
 import csv
 import json
 import re
@@ -7,7 +7,7 @@ import shutil
 import pytest
 import torch
 
-from cifarbudget.models.gan import load_generator
+from cifarbudget.models.gan import load_sampler
 from tests.conftest import (TINY_PARAMS, build_archive, error_line, run, run_stage_script,
                             set_params, snapshot, stage_workdir)
 
@@ -17,7 +17,7 @@ OUTPUTS = ("models/gan/gan.pt", "checkpoints/gan/checkpoint.pt", "plots/gan/hist
 
 
 def run_stage(cwd):
-    return run_stage_script("train_gan", cwd)
+    return run_stage_script("train_generator", cwd)
 
 
 @pytest.fixture
@@ -27,13 +27,13 @@ def workdir(tmp_path):
 
 
 @pytest.mark.parametrize("overrides, message", [
-    ({"budget.gan_params": 20_000},
+    ({"budget.generative_params": 20_000},
      r"error: model has [\d,]+ trainable parameters \(generator [\d,]+ \+ discriminator [\d,]+\); "
-     r"budget\.gan_params requires fewer than 20,000: reduce the widths"),
-    ({"gan.steps": 30, "budget.gan_steps": 20},
-     r"error: gan\.steps x gan\.n_dis: 30 x 1 = 30 discriminator updates exceed budget\.gan_steps "
+     r"budget\.generative_params requires fewer than 20,000: reduce the widths"),
+    ({"gan.steps": 30, "budget.generative_steps": 20},
+     r"error: gan\.steps x gan\.n_dis: 30 x 1 = 30 discriminator updates exceed budget\.generative_steps "
      r"\(20\); lower gan\.steps to at most 20"),
-    ({"gan.n_dis": 3, "budget.gan_steps": 20},
+    ({"gan.n_dis": 3, "budget.generative_steps": 20},
      r"error: gan\.steps x gan\.n_dis: 10 x 3 = 30 .* lower gan\.steps to at most 6"),
     ({"gan.n_dis": 0}, r"error: gan\.n_dis: 0 is too small; it must be >= 1"),
     ({"gan.loss": "wgan"}, r"error: gan\.loss: 'wgan' is not allowed; choose one of hinge, aw_hinge"),
@@ -67,7 +67,7 @@ def test_the_stage_writes_the_model_history_progress_and_metrics_then_resumes(wo
     assert proc.returncode == 0, proc.stderr
     assert "models/gan/gan.pt: step 10" in proc.stdout
 
-    generator, info = load_generator(workdir / "models/gan/gan.pt")
+    generator, info = load_sampler(workdir / "models/gan/gan.pt")
     assert info == {"z_dim": 16, "num_classes": 4, "classes": [f"class_{i}" for i in range(4)]}
     images = generator(torch.randn(4, 16), torch.arange(4))
     assert images.shape == (4, 3, 32, 32)
@@ -106,7 +106,7 @@ def test_dvc_repro_train_generator_from_a_local_archive(repo_copy, tmp_path):
     set_params(repo_copy, {**TINY_PARAMS, "data.source": str(archive), "data.md5": md5})
     out = run(["dvc", "repro", "train_generator"], repo_copy)
     assert "Running stage 'train_generator'" in out.stdout
-    generator, info = load_generator(repo_copy / "models/gan/gan.pt")
+    generator, info = load_sampler(repo_copy / "models/gan/gan.pt")
     assert info["num_classes"] == 4 and not generator.training
     metrics = json.loads((repo_copy / "metrics/gan_training.json").read_text())
     assert metrics["steps"] == 10

@@ -1,4 +1,4 @@
-"""The VAE as the pipeline's generative model: the train_vae stage script on good and bad
+"""The VAE as the pipeline's generative model: the train_generator stage script on good and bad
 input, and `dvc repro` with generator.model=vae, which trains no GAN."""
 import json
 import re
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from cifarbudget.models.vae import load_decoder
+from cifarbudget.models.vae import load_sampler
 from tests.conftest import (METRIC_KEYS, TINY_PARAMS, build_archive, error_line, run,
                             run_stage_script, set_params, snapshot, stage_workdir,
                             undeclared_params_reads)
@@ -20,7 +20,7 @@ FIGURES = ("samples.png", "interpolations.png", "real_vs_generated.png", "neares
 
 
 def run_stage(cwd):
-    return run_stage_script("train_vae", cwd)
+    return run_stage_script("train_generator", cwd)
 
 
 @pytest.fixture
@@ -30,11 +30,11 @@ def workdir(tmp_path):
 
 
 @pytest.mark.parametrize("overrides, message", [
-    ({"budget.gan_params": 20_000},
+    ({"budget.generative_params": 20_000},
      r"error: model has [\d,]+ trainable parameters \(encoder [\d,]+ \+ decoder [\d,]+\); "
-     r"budget\.gan_params requires fewer than 20,000: reduce the widths"),
-    ({"vae.steps": 30, "budget.gan_steps": 20, "gan.steps": 20},
-     r"error: vae\.steps: 30 updates exceed budget\.gan_steps \(20\)"),
+     r"budget\.generative_params requires fewer than 20,000: reduce the widths"),
+    ({"vae.steps": 30, "budget.generative_steps": 20, "gan.steps": 20},
+     r"error: vae\.steps: 30 updates exceed budget\.generative_steps \(20\)"),
     ({"vae.beta": -1}, r"error: vae\.beta: -1\.0 is too small; it must be >= 0\.0"),
     ({"generator.model": "flow"},
      r"error: generator\.model: 'flow' is not allowed; choose one of gan, vae"),
@@ -57,7 +57,7 @@ def test_the_stage_writes_the_model_history_progress_and_metrics(workdir):
     proc = run_stage(workdir)
     assert proc.returncode == 0, proc.stderr
     assert "models/vae/vae.pt: step 10" in proc.stdout
-    decoder, info = load_decoder(workdir / "models/vae/vae.pt")
+    decoder, info = load_sampler(workdir / "models/vae/vae.pt")
     assert info == {"z_dim": 16, "num_classes": 4, "classes": [f"class_{i}" for i in range(4)]}
     assert decoder(torch.randn(4, 16), torch.arange(4)).shape == (4, 3, 32, 32)
     assert (workdir / "plots/vae/progress.png").read_bytes()[:4] == b"\x89PNG"
@@ -79,8 +79,8 @@ def test_dvc_repro_with_the_vae_trains_no_gan_and_samples_and_evaluates_the_vae(
                            "evaluate.inception_weights": "skip",
                            "evaluate.lpips_weights": str(tmp_path / "no-lpips")})
     out = run(["dvc", "repro"], repo_copy, timeout=1800).stdout
-    assert "Running stage 'train_generator'" in out and "> python stages/train_vae.py" in out
-    assert "train_gan.py" not in out and not (repo_copy / "models/gan").exists()
+    assert "Running stage 'train_generator'" in out and "> python stages/train_generator.py" in out
+    assert "train_gan" not in out and not (repo_copy / "models/gan").exists()
 
     labels = np.load(repo_copy / "data/samples/labels.npy")
     assert np.bincount(labels).tolist() == [3] * 4

@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from cifarbudget.errors import UserError
-from cifarbudget.training.budget import BudgetExceeded, UpdateCap, check_param_budget, count_trainable
+from cifarbudget.training.budget import (BudgetExceeded, UpdateCap, check_param_budget,
+                                         count_trainable)
 
 
 def test_count_trainable_ignores_frozen_parameters():
@@ -16,7 +17,7 @@ def test_param_budget_is_strict_and_names_counts():
     with pytest.raises(UserError, match=r"100 trainable parameters.*budget\.x requires fewer than 100"):
         check_param_budget({"net": 100}, 100, "budget.x")
     with pytest.raises(UserError, match=r"generator 600 \+ discriminator 500"):
-        check_param_budget({"generator": 600, "discriminator": 500}, 1000, "budget.gan_params")
+        check_param_budget({"generator": 600, "discriminator": 500}, 1000, "budget.generative_params")
 
 
 def test_update_cap_refuses_the_update_past_the_limit():

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from cifarbudget.errors import UserError
-from cifarbudget.training.checkpoint import fingerprint, load_checkpoint, resume_state, save_checkpoint
+from cifarbudget.io import load_checkpoint, save_checkpoint
+from cifarbudget.training.loop import resume_state
 
 CPU = torch.device("cpu")
 
@@ -16,30 +17,31 @@ class Boom:
 
 def test_round_trip_and_fingerprint_gate(tmp_path):
     path = tmp_path / "ck.pt"
-    fp = fingerprint({"lr": 0.1, "steps": 10})
+    fp = "run-a"
     save_checkpoint(path, {"fingerprint": fp, "device": "cpu", "step": 7, "w": torch.arange(3)})
     state = resume_state(path, fp, CPU)
     assert state["step"] == 7 and torch.equal(state["w"], torch.arange(3))
-    assert resume_state(path, fingerprint({"lr": 0.2, "steps": 10}), CPU) is None
+    assert resume_state(path, "run-b", CPU) is None
     assert resume_state(tmp_path / "none.pt", fp, CPU) is None
 
 
 def test_a_checkpoint_of_another_device_is_not_resumed_and_the_message_says_why(tmp_path, capsys):
     path = tmp_path / "ck.pt"
-    save_checkpoint(path, {"fingerprint": fingerprint({"device": "cuda"}), "device": "cuda"})
-    assert resume_state(path, fingerprint({"device": "cpu"}), CPU) is None
+    save_checkpoint(path, {"fingerprint": "run-on-cuda", "device": "cuda"})
+    assert resume_state(path, "run-on-cpu", CPU) is None
     assert "written on cuda, this run is on cpu" in capsys.readouterr().err
 
 
 def test_the_resume_fingerprints_cover_the_device_type(tmp_path):
-    from cifarbudget.config import GanParams
+    from cifarbudget.config import GanParams, as_dict
     from cifarbudget.data.prepared import load_prepared
-    from cifarbudget.training.generative import run_fingerprint
+    from cifarbudget.training.loop import run_fingerprint
     from tests.conftest import write_prepared
 
     data = load_prepared(write_prepared(tmp_path / "prepared"))
-    assert (run_fingerprint("gan", GanParams(), data, CPU)
-            != run_fingerprint("gan", GanParams(), data, torch.device("cuda")))
+    settings = {"gan": as_dict(GanParams())}
+    assert (run_fingerprint(settings, data, CPU)
+            != run_fingerprint(settings, data, torch.device("cuda")))
 
 
 def test_checkpoint_with_code_is_refused_and_not_run(tmp_path, monkeypatch):

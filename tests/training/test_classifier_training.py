@@ -4,15 +4,17 @@ import pytest
 import torch
 
 import cifarbudget.training.classifier as training
+import cifarbudget.training.loop as loop
 from cifarbudget.config import BudgetParams, ClassifierParams, Params
 from cifarbudget.data.prepared import load_prepared
 from cifarbudget.errors import UserError
-from cifarbudget.training.budget import BudgetExceeded, UpdateCap
-from cifarbudget.training.checkpoint import load_checkpoint
+from cifarbudget.io import load_checkpoint
 from cifarbudget.models.classifier import build_classifier, classifier_features
-from cifarbudget.training.classifier import (HISTORY_COLUMNS, EpochShuffler, SeedTrainer,
-                                             diagnostics, evaluate, learning_rate, mean_history,
-                                             sgd, summarize, train_seed)
+from cifarbudget.paths import TrainingFiles
+from cifarbudget.training.budget import BudgetExceeded, UpdateCap
+from cifarbudget.training.classifier import (HISTORY_COLUMNS, diagnostics, evaluate, learning_rate,
+                                             mean_history, sgd, summarize, train_seed)
+from cifarbudget.training.loop import EpochBatches
 
 CPU = torch.device("cpu")
 
@@ -68,42 +70,42 @@ def test_weight_decay_spares_batch_norm_and_biases():
 
 
 def test_each_epoch_is_a_fresh_permutation_that_a_restart_redraws_identically():
-    shuffler = EpochShuffler(seed=3, count=100, batch_size=30)  # 3 full batches per epoch
-    epoch0 = torch.cat([shuffler.indices(s) for s in range(3)])
-    epoch1 = torch.cat([shuffler.indices(s) for s in range(3, 6)])
+    def batches(seed):
+        return EpochBatches(count=100, batch_size=30, seed=seed, device=CPU, section="classifier")
+
+    shuffler = batches(3)  # 3 full batches per epoch
+    epoch0 = torch.cat([shuffler(s) for s in range(3)])
+    epoch1 = torch.cat([shuffler(s) for s in range(3, 6)])
     assert len(set(epoch0.tolist())) == 90 and len(set(epoch1.tolist())) == 90
     assert not torch.equal(epoch0, epoch1)
-    restarted = EpochShuffler(seed=3, count=100, batch_size=30)
-    assert torch.equal(restarted.indices(4), shuffler.indices(4))
-    assert not torch.equal(EpochShuffler(seed=4, count=100, batch_size=30).indices(4),
-                           shuffler.indices(4))
+    assert torch.equal(batches(3)(4), shuffler(4))
+    assert not torch.equal(batches(4)(4), shuffler(4))
 
 
 def test_batch_larger_than_the_training_set_is_refused(data, tmp_path):
     with pytest.raises(UserError, match="classifier.batch_size: 1000 exceeds the 256 training"):
-        train_seed(0, data, tiny_params(batch_size=1000), CPU, tmp_path / "c.pt", progress=False)
+        train_seed(0, data, tiny_params(batch_size=1000), CPU, TrainingFiles(tmp_path / "c.pt"))
 
 
 def test_over_budget_model_is_refused_before_any_update(data, tmp_path, update_counter):
     params = tiny_params(budget_params=1000, widths=[16, 32])
     with pytest.raises(UserError, match=r"model has [\d,]+ trainable parameters; "
                                         r"budget.classifier_params requires fewer than 1,000"):
-        train_seed(0, data, params, CPU, tmp_path / "c.pt", progress=False)
+        train_seed(0, data, params, CPU, TrainingFiles(tmp_path / "c.pt"))
     assert update_counter == [] and not (tmp_path / "c.pt").exists()
 
 
 def test_training_stops_at_the_step_count_mid_epoch(data, tmp_path, update_counter, monkeypatch):
     per_step = []
-    real_step = SeedTrainer.step
 
-    def recording_step(self, step):
-        loss, correct = real_step(self, step)
-        per_step.append((loss.item(), correct.item()))
-        return loss, correct
+    class RecordingMeans(loop.RunningMeans):
+        def add(self, stats):
+            per_step.append((stats["train_loss"].item(), stats["correct"].item()))
+            super().add(stats)
 
-    monkeypatch.setattr(SeedTrainer, "step", recording_step)
+    monkeypatch.setattr(training, "RunningMeans", RecordingMeans)
     # 256 images in batches of 32: 8 steps per epoch; 11 steps end inside the second epoch.
-    result = train_seed(0, data, tiny_params(steps=11), CPU, tmp_path / "c.pt", progress=False)
+    result = train_seed(0, data, tiny_params(steps=11), CPU, TrainingFiles(tmp_path / "c.pt"))
     assert update_counter == list(range(1, 12)) and result.steps == 11
     assert [row["step"] for row in result.history] == [4, 8, 11]
     assert result.history[-1]["epoch"] == pytest.approx(11 / 8, abs=1e-3)
@@ -117,14 +119,14 @@ def test_update_cap_stops_a_run_asking_for_more_than_the_budget(data, tmp_path, 
     # Skips load_params, which would refuse steps > budget: the loop itself must still stop.
     params = tiny_params(budget_steps=5, steps=9, checkpoint_every=1)
     with pytest.raises(BudgetExceeded, match="update 6 would exceed the budget of 5"):
-        train_seed(0, data, params, CPU, tmp_path / "c.pt", progress=False)
+        train_seed(0, data, params, CPU, TrainingFiles(tmp_path / "c.pt"))
     assert update_counter == [1, 2, 3, 4, 5]
     assert load_checkpoint(tmp_path / "c.pt")["step"] == 5
 
 
 def test_short_training_beats_chance_clearly(data, tmp_path):
-    result = train_seed(0, data, tiny_params(steps=24, eval_every=8), CPU, tmp_path / "c.pt",
-                        progress=False)
+    result = train_seed(0, data, tiny_params(steps=24, eval_every=8), CPU,
+                        TrainingFiles(tmp_path / "c.pt"))
     assert result.final["test_acc"] >= 0.75  # 4 classes: chance is 0.25
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
     assert [list(row) for row in result.history] == [list(HISTORY_COLUMNS)] * 3
@@ -155,21 +157,21 @@ def test_flip_test_scores_the_mean_logits_of_each_image_and_its_mirror(data):
 def test_resume_after_a_kill_continues_the_step_count_with_identical_weights(
         data, tmp_path, monkeypatch, update_counter):
     params = tiny_params(steps=10, eval_every=3, checkpoint_every=4)
-    uninterrupted = train_seed(0, data, params, CPU, tmp_path / "a.pt", progress=False)
+    uninterrupted = train_seed(0, data, params, CPU, TrainingFiles(tmp_path / "a.pt"))
 
-    real_save = training.save_checkpoint
+    real_save = loop.save_checkpoint
 
     def save_then_die(path, state):
         real_save(path, state)
         if state["step"] == 4:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(training, "save_checkpoint", save_then_die)
+    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
-        train_seed(0, data, params, CPU, tmp_path / "b.pt", progress=False)
-    monkeypatch.setattr(training, "save_checkpoint", real_save)
+        train_seed(0, data, params, CPU, TrainingFiles(tmp_path / "b.pt"))
+    monkeypatch.setattr(loop, "save_checkpoint", real_save)
     update_counter.clear()
-    resumed = train_seed(0, data, params, CPU, tmp_path / "b.pt", progress=False)
+    resumed = train_seed(0, data, params, CPU, TrainingFiles(tmp_path / "b.pt"))
 
     assert update_counter == list(range(5, 11))  # only the missing updates, numbered on
     assert resumed.history == uninterrupted.history  # includes a window split by the kill
@@ -179,22 +181,22 @@ def test_resume_after_a_kill_continues_the_step_count_with_identical_weights(
 
 def test_a_finished_seed_is_read_back_not_retrained(data, tmp_path, update_counter):
     params = tiny_params(steps=4)
-    first = train_seed(0, data, params, CPU, tmp_path / "c.pt", progress=False)
+    first = train_seed(0, data, params, CPU, TrainingFiles(tmp_path / "c.pt"))
     update_counter.clear()
-    again = train_seed(0, data, params, CPU, tmp_path / "c.pt", progress=False)
+    again = train_seed(0, data, params, CPU, TrainingFiles(tmp_path / "c.pt"))
     assert update_counter == [] and again.history == first.history
 
 
 def test_a_checkpoint_from_other_settings_is_not_resumed(data, tmp_path, update_counter):
-    train_seed(0, data, tiny_params(steps=4), CPU, tmp_path / "c.pt", progress=False)
+    train_seed(0, data, tiny_params(steps=4), CPU, TrainingFiles(tmp_path / "c.pt"))
     update_counter.clear()
-    train_seed(0, data, tiny_params(steps=4, lr=0.05), CPU, tmp_path / "c.pt", progress=False)
+    train_seed(0, data, tiny_params(steps=4, lr=0.05), CPU, TrainingFiles(tmp_path / "c.pt"))
     assert update_counter == [1, 2, 3, 4]
 
 
 def test_metrics_summarize_seeds_with_mean_and_std(data, tmp_path):
     params = tiny_params(steps=4, seeds=[0, 1])
-    results = [train_seed(s, data, params, CPU, tmp_path / f"{s}.pt", progress=False)
+    results = [train_seed(s, data, params, CPU, TrainingFiles(tmp_path / f"{s}.pt"))
                for s in (0, 1)]
     metrics = summarize(results)
     for key in ("test_acc", "train_acc", "train_loss", "test_loss"):

@@ -2,9 +2,10 @@
 import pytest
 import torch
 
+from cifarbudget.config import parse_policy
 from cifarbudget.device import stateless_generator
 from cifarbudget.errors import UserError
-from cifarbudget.training.diffaugment import diff_augment, parse_policy
+from cifarbudget.training.diffaugment import diff_augment
 
 ALL = parse_policy("translation,cutout,color")
 

@@ -9,11 +9,11 @@ import torch
 from cifarbudget.config import BudgetParams, GanParams, Params
 from cifarbudget.data.prepared import load_prepared
 from cifarbudget.errors import UserError
+from cifarbudget.io import load_checkpoint
 from cifarbudget.models.generator import load_snapshot, snapshot_files
 from cifarbudget.training.budget import BudgetExceeded, count_trainable
-from cifarbudget.training.checkpoint import load_checkpoint
-from cifarbudget.training.generative import RealBatches
-from cifarbudget.training.gan import GanTrainer, train_gan
+from cifarbudget.training.gan import Trainer
+from cifarbudget.training.generative import train_generator
 from tests.conftest import assert_same_state, training_files_in, write_prepared
 
 TINY_GAN = dict(z_dim=8, g_width=8, d_width=8, batch_size=16, steps=6, log_every=2,
@@ -36,33 +36,33 @@ def data(tmp_path_factory):
 def uninterrupted(tmp_path_factory, data):
     """A 6-step run with the tiny settings, done once for the comparisons below."""
     files = training_files_in(tmp_path_factory.mktemp("uninterrupted"), "gan")
-    run = train_gan(tiny_params(), data, files)
+    run = train_generator(tiny_params(), data, files)
     return run, load_checkpoint(files.checkpoint), files
 
 
 def test_the_parameter_budget_is_checked_before_training(tmp_path, data):
-    trainer = GanTrainer(tiny_params().gan, data.classes, 100, torch.device("cpu"))
+    trainer = Trainer(tiny_params().gan, data, BudgetParams(), torch.device("cpu"))
     g, d = (count_trainable(trainer.generator), count_trainable(trainer.discriminator))
-    params = tiny_params(budget=BudgetParams(gan_params=g + d))  # strictly fewer is required
-    with pytest.raises(UserError, match=rf"generator {g:,} \+ discriminator {d:,}.*budget\.gan_params"):
-        train_gan(params, data, training_files_in(tmp_path, "gan"))
+    params = tiny_params(budget=BudgetParams(generative_params=g + d))  # strictly fewer is required
+    with pytest.raises(UserError, match=rf"generator {g:,} \+ discriminator {d:,}"
+                                        r".*budget\.generative_params"):
+        train_generator(params, data, training_files_in(tmp_path, "gan"))
     assert not any(tmp_path.iterdir())  # nothing trained, nothing written
 
 
 def test_the_update_cap_stops_a_loop_that_would_exceed_it(data):
     params = tiny_params(n_dis=2).gan
-    trainer = GanTrainer(params, data.classes, 5, torch.device("cpu"))
-    batches = RealBatches(data, params.batch_size, params.seed, torch.device("cpu"), True, "gan")
-    trainer.iteration(batches)
-    trainer.iteration(batches)
+    trainer = Trainer(params, data, BudgetParams(generative_steps=5), torch.device("cpu"))
+    trainer.iteration()
+    trainer.iteration()
     with pytest.raises(BudgetExceeded, match="discriminator: update 6 would exceed the budget of 5"):
-        trainer.iteration(batches)
+        trainer.iteration()
     assert (trainer.opt_d.updates, trainer.opt_g.updates) == (5, 2)
 
 
 def test_every_discriminator_update_counts_and_the_loop_stays_within_budget(tmp_path, data):
-    params = tiny_params(budget=BudgetParams(gan_steps=6), steps=3, n_dis=2)
-    run = train_gan(params, data, training_files_in(tmp_path, "gan"))
+    params = tiny_params(budget=BudgetParams(generative_steps=6), steps=3, n_dis=2)
+    run = train_generator(params, data, training_files_in(tmp_path, "gan"))
     updates = run.metrics()["updates"]
     assert (updates["discriminator"], updates["generator"]) == (6, 3)
 
@@ -72,12 +72,11 @@ def test_alone_each_network_learns_against_the_other(data):
     def first_and_last(key, **gan):
         params = tiny_params(**gan).gan
         torch.manual_seed(0)
-        trainer = GanTrainer(params, data.classes, 100, torch.device("cpu"))
-        batches = RealBatches(data, params.batch_size, params.seed, torch.device("cpu"), True, "gan")
+        trainer = Trainer(params, data, BudgetParams(generative_steps=100), torch.device("cpu"))
         windows = []
         for _ in range(4):
             for _ in range(5):
-                trainer.iteration(batches)
+                trainer.iteration()
             windows.append(trainer.means.pop()[key])
         return windows[0], windows[-1]
 
@@ -108,7 +107,7 @@ def test_outputs_history_progress_and_metrics(uninterrupted, tmp_path):
 
 def test_history_csv_and_progress_grid_are_written(tmp_path, data):
     outputs = training_files_in(tmp_path, "gan")
-    train_gan(tiny_params(steps=3, loss="hinge"), data, outputs)
+    train_generator(tiny_params(steps=3, loss="hinge"), data, outputs)
     with open(outputs.history) as f:
         rows = list(csv.DictReader(f))
     assert [int(r["step"]) for r in rows] == [2, 3]  # every log_every, and the last step
@@ -118,22 +117,22 @@ def test_history_csv_and_progress_grid_are_written(tmp_path, data):
 
 def test_an_interrupted_run_resumes_bit_identically(uninterrupted, tmp_path, data, monkeypatch):
     outputs = training_files_in(tmp_path, "gan")
-    original = GanTrainer.iteration
+    original = Trainer.iteration
 
-    def interrupted_at_step_5(self, batches):
+    def interrupted_at_step_5(self):
         if self.step == 5:
             raise KeyboardInterrupt
-        original(self, batches)
+        original(self)
 
-    monkeypatch.setattr(GanTrainer, "iteration", interrupted_at_step_5)
+    monkeypatch.setattr(Trainer, "iteration", interrupted_at_step_5)
     with pytest.raises(KeyboardInterrupt, match=r"train_gan stopped at step 5: rerun `dvc repro` "
                                                 r"to continue from the checkpoint of step 3 \("):
-        train_gan(tiny_params(), data, outputs)
+        train_generator(tiny_params(), data, outputs)
     assert load_checkpoint(outputs.checkpoint)["step"] == 3  # the last checkpoint
-    monkeypatch.setattr(GanTrainer, "iteration", original)
+    monkeypatch.setattr(Trainer, "iteration", original)
 
-    resumed = train_gan(tiny_params(), data, outputs)
-    assert resumed.iterations == 3  # steps 4 to 6 only
+    resumed = train_generator(tiny_params(), data, outputs)
+    assert resumed.loop.steps_this_run == 3  # steps 4 to 6 only
     assert_same_state(load_checkpoint(outputs.checkpoint), uninterrupted[1])
     kept = snapshot_files(uninterrupted[2].snapshots)
     assert [p.name for p in snapshot_files(outputs.snapshots)] == [p.name for p in kept]
@@ -153,39 +152,39 @@ def test_snapshots_keep_the_ema_generator_every_snapshot_every_steps_and_the_las
 def test_a_run_that_starts_over_drops_the_snapshots_of_the_old_run(uninterrupted, tmp_path, data):
     outputs = training_files_in(tmp_path, "gan")
     shutil.copytree(uninterrupted[2].snapshots, outputs.snapshots)
-    train_gan(tiny_params(steps=3, lr_d=1e-3), data, outputs)
+    train_generator(tiny_params(steps=3, lr_d=1e-3), data, outputs)
     assert [p.name for p in snapshot_files(outputs.snapshots)] == ["step_000003.pt"]
 
 
 def test_an_interruption_before_the_first_checkpoint_says_a_rerun_starts_over(tmp_path, data,
                                                                               monkeypatch):
-    def interrupted_at_step_2(self, batches):
+    def interrupted_at_step_2(self):
         if self.step == 2:
             raise KeyboardInterrupt
         self.step += 1
 
-    monkeypatch.setattr(GanTrainer, "iteration", interrupted_at_step_2)
+    monkeypatch.setattr(Trainer, "iteration", interrupted_at_step_2)
     with pytest.raises(KeyboardInterrupt, match="stopped at step 2, before its first checkpoint "
                                                 r"\(one every 3 steps\): a rerun of `dvc repro` "
                                                 "starts it over"):
-        train_gan(tiny_params(), data, training_files_in(tmp_path, "gan"))
+        train_generator(tiny_params(), data, training_files_in(tmp_path, "gan"))
 
 
 def test_raising_gan_steps_continues_a_finished_run(uninterrupted, tmp_path, data):
     outputs = training_files_in(tmp_path, "gan")
-    train_gan(tiny_params(steps=4), data, outputs)
-    longer = train_gan(tiny_params(steps=6), data, outputs)
-    assert longer.iterations == 2
+    train_generator(tiny_params(steps=4), data, outputs)
+    longer = train_generator(tiny_params(steps=6), data, outputs)
+    assert longer.loop.steps_this_run == 2
     assert_same_state(load_checkpoint(outputs.checkpoint), uninterrupted[1])
 
 
 def test_a_checkpoint_of_other_settings_is_not_resumed(uninterrupted, tmp_path, data):
     outputs = training_files_in(tmp_path, "gan")
-    train_gan(tiny_params(steps=3), data, outputs)
-    other = train_gan(tiny_params(steps=3, lr_d=1e-3), data, outputs)
-    assert other.iterations == 3
+    train_generator(tiny_params(steps=3), data, outputs)
+    other = train_generator(tiny_params(steps=3, lr_d=1e-3), data, outputs)
+    assert other.loop.steps_this_run == 3
 
 
 def test_batches_larger_than_the_training_set_are_refused(tmp_path, data):
     with pytest.raises(UserError, match="gan.batch_size: 1000 exceeds the 256 training images"):
-        train_gan(tiny_params(batch_size=1000), data, training_files_in(tmp_path, "gan"))
+        train_generator(tiny_params(batch_size=1000), data, training_files_in(tmp_path, "gan"))

@@ -5,13 +5,13 @@ import dataclasses
 import pytest
 import torch
 
-from cifarbudget.config import BudgetParams, Params, VaeParams
+from cifarbudget.config import BudgetParams, GeneratorParams, Params, VaeParams
 from cifarbudget.data.prepared import load_prepared
 from cifarbudget.errors import UserError
+from cifarbudget.io import load_checkpoint
 from cifarbudget.training.budget import BudgetExceeded
-from cifarbudget.training.checkpoint import load_checkpoint
-from cifarbudget.training.generative import RealBatches
-from cifarbudget.training.vae import VaeTrainer, train_vae, vae_loss
+from cifarbudget.training.generative import train_generator
+from cifarbudget.training.vae import Trainer, vae_loss
 from tests.conftest import assert_same_state, training_files_in, write_prepared
 
 TINY_VAE = dict(z_dim=8, encoder_width=8, decoder_width=8, batch_size=16, steps=6, log_every=2,
@@ -21,7 +21,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_params(budget: BudgetParams = BudgetParams(), **vae) -> Params:
-    return Params(vae=dataclasses.replace(VaeParams(), **{**TINY_VAE, **vae}), budget=budget)
+    return Params(vae=dataclasses.replace(VaeParams(), **{**TINY_VAE, **vae}), budget=budget,
+                  generator=GeneratorParams(model="vae"))
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +33,7 @@ def data(tmp_path_factory):
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory, data):
     folder = tmp_path_factory.mktemp("uninterrupted")
-    train_vae(tiny_params(), data, training_files_in(folder, "vae"))
+    train_generator(tiny_params(), data, training_files_in(folder, "vae"))
     return load_checkpoint(training_files_in(folder, "vae").checkpoint)
 
 
@@ -53,7 +54,7 @@ def test_the_loss_is_the_squared_error_plus_beta_times_the_closed_form_kl():
 
 def test_the_loss_decreases_on_a_small_synthetic_set(tmp_path, data):
     params = tiny_params(steps=60, log_every=10, progress_every=60, checkpoint_every=60)
-    train_vae(params, data, training_files_in(tmp_path, "vae"))
+    train_generator(params, data, training_files_in(tmp_path, "vae"))
     with open(training_files_in(tmp_path, "vae").history) as f:
         rows = list(csv.DictReader(f))
     assert [int(r["step"]) for r in rows] == list(range(10, 61, 10))
@@ -64,47 +65,46 @@ def test_the_loss_decreases_on_a_small_synthetic_set(tmp_path, data):
 
 
 def test_the_parameter_budget_is_checked_before_training(tmp_path, data):
-    trainer = VaeTrainer(tiny_params().vae, data.classes, 100, torch.device("cpu"))
+    trainer = Trainer(tiny_params().vae, data, BudgetParams(), torch.device("cpu"))
     counts = trainer.param_counts()
-    params = tiny_params(budget=BudgetParams(gan_params=sum(counts.values())))
+    params = tiny_params(budget=BudgetParams(generative_params=sum(counts.values())))
     with pytest.raises(UserError, match=rf"encoder {counts['encoder']:,} \+ decoder "
-                                        rf"{counts['decoder']:,}\); budget\.gan_params"):
-        train_vae(params, data, training_files_in(tmp_path, "vae"))
+                                        rf"{counts['decoder']:,}\); budget\.generative_params"):
+        train_generator(params, data, training_files_in(tmp_path, "vae"))
     assert not any(tmp_path.iterdir())  # nothing trained, nothing written
 
 
 def test_the_update_cap_stops_a_loop_that_would_exceed_it(data):
     params = tiny_params().vae
-    trainer = VaeTrainer(params, data.classes, 2, torch.device("cpu"))
-    batches = RealBatches(data, params.batch_size, params.seed, torch.device("cpu"), True, "vae")
-    trainer.iteration(batches)
-    trainer.iteration(batches)
+    trainer = Trainer(params, data, BudgetParams(generative_steps=2), torch.device("cpu"))
+    trainer.iteration()
+    trainer.iteration()
     with pytest.raises(BudgetExceeded, match="encoder and decoder: update 3 would exceed"):
-        trainer.iteration(batches)
+        trainer.iteration()
 
 
 def test_an_interrupted_run_resumes_bit_identically(uninterrupted, tmp_path, data, monkeypatch):
     files = training_files_in(tmp_path, "vae")
-    original = VaeTrainer.iteration
+    original = Trainer.iteration
 
-    def interrupted_at_step_5(self, batches):
+    def interrupted_at_step_5(self):
         if self.step == 5:
             raise KeyboardInterrupt
-        original(self, batches)
+        original(self)
 
-    monkeypatch.setattr(VaeTrainer, "iteration", interrupted_at_step_5)
+    monkeypatch.setattr(Trainer, "iteration", interrupted_at_step_5)
     with pytest.raises(KeyboardInterrupt):
-        train_vae(tiny_params(), data, files)
+        train_generator(tiny_params(), data, files)
     assert load_checkpoint(files.checkpoint)["step"] == 3
-    monkeypatch.setattr(VaeTrainer, "iteration", original)
+    monkeypatch.setattr(Trainer, "iteration", original)
 
-    resumed = train_vae(tiny_params(), data, files)
-    assert resumed.iterations == 3
+    resumed = train_generator(tiny_params(), data, files)
+    assert resumed.loop.steps_this_run == 3
     assert_same_state(load_checkpoint(files.checkpoint), uninterrupted)
 
 
 def test_a_checkpoint_of_other_settings_is_not_resumed(tmp_path, data):
     files = training_files_in(tmp_path, "vae")
-    train_vae(tiny_params(steps=3), data, files)
-    assert train_vae(tiny_params(steps=3, beta=0.5), data, files).iterations == 3
-    assert train_vae(tiny_params(steps=3, beta=0.5), data, files).iterations == 0
+    train_generator(tiny_params(steps=3), data, files)
+    assert train_generator(tiny_params(steps=3, beta=0.5), data, files).loop.steps_this_run == 3
+    assert train_generator(tiny_params(steps=3, beta=0.5), data, files).loop.steps_this_run == 0

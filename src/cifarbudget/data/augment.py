@@ -12,14 +12,14 @@ import torch.nn.functional as F
 from cifarbudget.config import AugmentParams
 
 
-def random_crop(x: torch.Tensor, padding: int, gen: torch.Generator) -> torch.Tensor:
+def random_crop(x: torch.Tensor, padding: int, rng: torch.Generator) -> torch.Tensor:
     """Pad by `padding` (reflect) and take a random HxW crop per image."""
     if padding == 0:
         return x
     n, c, h, w = x.shape
     padded = F.pad(x, (padding,) * 4, mode="reflect")
-    dy = torch.randint(0, 2 * padding + 1, (n,), generator=gen, device=gen.device).to(x.device)
-    dx = torch.randint(0, 2 * padding + 1, (n,), generator=gen, device=gen.device).to(x.device)
+    dy = torch.randint(0, 2 * padding + 1, (n,), generator=rng, device=rng.device).to(x.device)
+    dx = torch.randint(0, 2 * padding + 1, (n,), generator=rng, device=rng.device).to(x.device)
     # Gather rows then columns with per-image offsets: two index_selects' worth of work.
     rows = (dy[:, None] + torch.arange(h, device=x.device)[None, :])  # (n, h)
     cols = (dx[:, None] + torch.arange(w, device=x.device)[None, :])  # (n, w)
@@ -27,18 +27,18 @@ def random_crop(x: torch.Tensor, padding: int, gen: torch.Generator) -> torch.Te
     return padded.gather(3, cols[:, None, None, :].expand(n, c, h, w))
 
 
-def random_flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    flip = torch.rand(x.shape[0], generator=gen, device=gen.device).to(x.device) < 0.5
+def random_flip(x: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
+    flip = torch.rand(x.shape[0], generator=rng, device=rng.device).to(x.device) < 0.5
     return torch.where(flip[:, None, None, None], x.flip(3), x)
 
 
-def cutout(x: torch.Tensor, size: int, gen: torch.Generator) -> torch.Tensor:
+def cutout(x: torch.Tensor, size: int, rng: torch.Generator) -> torch.Tensor:
     """Zero a size x size square at a random centre per image (may overlap the border)."""
     if size == 0:
         return x
     n, _, h, w = x.shape
-    cy = torch.randint(0, h, (n,), generator=gen, device=gen.device).to(x.device)
-    cx = torch.randint(0, w, (n,), generator=gen, device=gen.device).to(x.device)
+    cy = torch.randint(0, h, (n,), generator=rng, device=rng.device).to(x.device)
+    cx = torch.randint(0, w, (n,), generator=rng, device=rng.device).to(x.device)
     ys = torch.arange(h, device=x.device)[None, :]
     xs = torch.arange(w, device=x.device)[None, :]
     # Rows top .. top + size - 1: exactly `size` of them, for odd and even sizes alike.
@@ -50,9 +50,9 @@ def cutout(x: torch.Tensor, size: int, gen: torch.Generator) -> torch.Tensor:
     return x * (~mask)[:, None, :, :].to(x.dtype)
 
 
-def augment_batch(x: torch.Tensor, policy: AugmentParams, gen: torch.Generator) -> torch.Tensor:
+def augment_batch(x: torch.Tensor, policy: AugmentParams, rng: torch.Generator) -> torch.Tensor:
     """Apply the policy from params.yaml to a batch (N, C, H, W) of any dtype."""
-    x = random_crop(x, policy.crop_padding, gen)
+    x = random_crop(x, policy.crop_padding, rng)
     if policy.flip:
-        x = random_flip(x, gen)
-    return cutout(x, policy.cutout, gen)
+        x = random_flip(x, rng)
+    return cutout(x, policy.cutout, rng)

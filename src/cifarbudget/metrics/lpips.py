@@ -99,10 +99,10 @@ def load_lpips(weights: str, device: torch.device) -> SampleSimilarityLPIPS:
 
 def random_pairs(count: int, pairs: int, seed: int) -> torch.Tensor:
     """(pairs, 2) indices of two different images each, drawn from `seed`."""
-    gen = stateless_generator(seed, PAIRS_STREAM)
-    first = torch.randint(count, (pairs,), generator=gen)
+    rng = stateless_generator(seed, PAIRS_STREAM)
+    first = torch.randint(count, (pairs,), generator=rng)
     # An offset in [1, count) makes the second index differ from the first.
-    second = (first + torch.randint(1, count, (pairs,), generator=gen)) % count
+    second = (first + torch.randint(1, count, (pairs,), generator=rng)) % count
     return torch.stack([first, second], 1)
 
 

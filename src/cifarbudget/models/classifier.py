@@ -14,7 +14,8 @@ import torch
 from torch import nn
 
 from cifarbudget.device import autocast
-from cifarbudget.training.checkpoint import build_saved, load_checkpoint, reading
+from cifarbudget.io import load_checkpoint, reading
+from cifarbudget.models.saved import build_saved
 
 
 class SeparableConv(nn.Sequential):
@@ -98,12 +99,18 @@ def build_classifier(widths: list[int], depths: list[int], num_classes: int) -> 
     return SeparableResNet(list(widths), list(depths), num_classes)
 
 
-def normalize(images: torch.Tensor, mean, std) -> torch.Tensor:
-    """uint8 (or float pixel-valued) NCHW batch -> float32 ((pixels / 255 - mean) / std)."""
-    mean = torch.as_tensor(mean, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
-    std = torch.as_tensor(std, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
-    # One multiply-add per pixel: x * (1 / (255 std)) - mean / std.
-    return torch.addcmul(-mean / std, images.float(), 1.0 / (255.0 * std))
+class Normalize:
+    """uint8 (or float pixel-valued) NCHW batch -> float32 ((pixels / 255 - mean) / std), the
+    constants made once on the device rather than copied there every batch."""
+
+    def __init__(self, mean, std, device: torch.device | str):
+        mean = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        std = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        # One multiply-add per pixel: x * (1 / (255 std)) - mean / std.
+        self.shift, self.scale = -mean / std, 1.0 / (255.0 * std)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.addcmul(self.shift, images.float(), self.scale)
 
 
 def model_file_state(model: SeparableResNet, widths, depths, mean, std, classes) -> dict:
@@ -136,11 +143,12 @@ def classifier_features(model: nn.Module, images: np.ndarray | torch.Tensor, mea
     float32 on the CPU. The model is used as given (call .eval() first)."""
     device = torch.device(device)
     images = torch.as_tensor(images)
+    normalize = Normalize(mean, std, device)
     features, logits = [], []
     for start in range(0, len(images), batch_size):
         batch = images[start:start + batch_size].to(device).permute(0, 3, 1, 2)
         with autocast(device, bf16):
-            feats = model.features(normalize(batch, mean, std))
+            feats = model.features(normalize(batch))
             out = model.head(feats)
         features.append(feats.float().cpu())
         logits.append(out.float().cpu())

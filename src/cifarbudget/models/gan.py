@@ -19,8 +19,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from cifarbudget.training.checkpoint import build_saved, load_checkpoint, reading, saved_classes
+from cifarbudget.io import load_checkpoint, reading
+from cifarbudget.models.saved import build_saved, saved_classes
 
+SAMPLER_NAME = "the GAN's EMA generator"  # the network that stages/sample.py draws from
 STEM_SIZE = 4  # side of the generator's first feature map; three 2x upsamplings reach 32
 
 
@@ -234,18 +236,23 @@ def _init_weights(module: nn.Module) -> None:
             layer.reset_spectral_norm()
 
 
-def load_generator(path: str | Path, device: torch.device | str = "cpu"):
-    """Read models/gan/gan.pt -> (the EMA generator in eval mode, info).
+def saved_generator(path: str | Path, state: dict, weights: dict, width_key: str,
+                    device: torch.device | str):
+    """The Generator that a model file or snapshot `state` holds as `weights`, its sizes in
+    state["config"] (its width under `width_key`) -> (it in eval mode on `device`, info with
+    "z_dim", "num_classes" and "classes", the class names, index = label)."""
+    config = state["config"]
+    sizes = {"z_dim": config["z_dim"], "num_classes": config["num_classes"],
+             "width": config[width_key]}
+    generator = build_saved(path, weights, sizes, lambda: Generator(**sizes))
+    generator.load_state_dict(weights)
+    info = {"z_dim": sizes["z_dim"], "num_classes": sizes["num_classes"],
+            "classes": saved_classes(path, state, sizes["num_classes"])}
+    return generator.to(device).eval().requires_grad_(False), info
 
-    info holds "z_dim", "num_classes" and "classes" (the class names, index = label).
-    """
+
+def load_sampler(path: str | Path, device: torch.device | str = "cpu"):
+    """Read models/gan/gan.pt -> (the EMA generator in eval mode, info: see saved_generator)."""
     state = load_checkpoint(path)
     with reading(path, "a GAN model file"):
-        config = state["config"]
-        sizes = {"z_dim": config["z_dim"], "num_classes": config["num_classes"],
-                 "width": config["generator_width"]}
-        generator = build_saved(path, state["generator_ema"], sizes, lambda: Generator(**sizes))
-        generator.load_state_dict(state["generator_ema"])
-        info = {"z_dim": sizes["z_dim"], "num_classes": sizes["num_classes"],
-                "classes": saved_classes(path, state, sizes["num_classes"])}
-    return generator.to(device).eval().requires_grad_(False), info
+        return saved_generator(path, state, state["generator_ema"], "generator_width", device)

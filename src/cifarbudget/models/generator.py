@@ -3,21 +3,29 @@ the SN-GAN's EMA generator or the VAE's decoder. Both map (z ~ N(0, I), class) t
 in [-1, 1], the class as int64 labels or as class weights, so sampling treats them alike."""
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import torch
 
-from cifarbudget.models import gan, vae
+from cifarbudget.io import load_checkpoint, reading
+from cifarbudget.models.gan import saved_generator
 from cifarbudget.paths import generator_model
-from cifarbudget.training.checkpoint import build_saved, load_checkpoint, reading
 
-_LOADERS = {"gan": gan.load_generator, "vae": vae.load_decoder}
-SAMPLER_NAMES = {"gan": "the GAN's EMA generator", "vae": "the VAE's decoder"}
+
+def model_module(model: str):
+    """cifarbudget.models.<model>: it defines SAMPLER_NAME and load_sampler(path, device).
+    Imported by name, so that a stage imports (and dvc.yaml lists) only the chosen model."""
+    return importlib.import_module(f"cifarbudget.models.{model}")
 
 
 def load_sampler(model: str, device: torch.device | str = "cpu"):
     """(the network that draws images, info with "z_dim", "num_classes", "classes")."""
-    return _LOADERS[model](generator_model(model), device)
+    return model_module(model).load_sampler(generator_model(model), device)
+
+
+def sampler_name(model: str) -> str:
+    return model_module(model).SAMPLER_NAME
 
 
 def snapshot_files(folder: str | Path) -> list[Path]:
@@ -28,14 +36,9 @@ def snapshot_files(folder: str | Path) -> list[Path]:
 def load_snapshot(path: str | Path, device: torch.device | str = "cpu"):
     """Read a training snapshot -> (its sampling network in eval mode, the step it was taken at).
 
-    Both models keep a `gan.Generator` (the GAN's EMA generator, the VAE's decoder).
+    Both models keep a `models.gan.Generator` (the GAN's EMA generator, the VAE's decoder).
     """
     state = load_checkpoint(path)
     with reading(path, "a training snapshot"):
-        config = state["config"]
-        sizes = {"z_dim": config["z_dim"], "num_classes": config["num_classes"],
-                 "width": config["width"]}
-        network = build_saved(path, state["weights"], sizes, lambda: gan.Generator(**sizes))
-        network.load_state_dict(state["weights"])
-        step = int(state["step"])
-    return network.to(device).eval().requires_grad_(False), step
+        network, _ = saved_generator(path, state, state["weights"], "width", device)
+        return network, int(state["step"])

@@ -16,8 +16,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from cifarbudget.models.gan import Generator
-from cifarbudget.training.checkpoint import build_saved, load_checkpoint, reading, saved_classes
+from cifarbudget.io import load_checkpoint, reading
+from cifarbudget.models.gan import Generator, saved_generator
+
+SAMPLER_NAME = "the VAE's decoder"  # the network that stages/sample.py draws from
 
 
 class EncoderBlock(nn.Module):
@@ -83,17 +85,10 @@ class ConditionalVAE(nn.Module):
         return self.decoder(z, y), mean, log_var
 
 
-def load_decoder(path: str | Path, device: torch.device | str = "cpu"):
-    """Read models/vae/vae.pt -> (the decoder in eval mode, info), as `load_generator` does."""
+def load_sampler(path: str | Path, device: torch.device | str = "cpu"):
+    """Read models/vae/vae.pt -> (the decoder in eval mode, info: see gan.saved_generator)."""
     state = load_checkpoint(path)
     with reading(path, "a VAE model file"):
-        config = state["config"]
         weights = {k.removeprefix("decoder."): v for k, v in state["model"].items()
                    if k.startswith("decoder.")}
-        sizes = {"z_dim": config["z_dim"], "num_classes": config["num_classes"],
-                 "width": config["decoder_width"]}
-        decoder = build_saved(path, weights, sizes, lambda: Generator(**sizes))
-        decoder.load_state_dict(weights)
-        info = {"z_dim": sizes["z_dim"], "num_classes": sizes["num_classes"],
-                "classes": saved_classes(path, state, sizes["num_classes"])}
-    return decoder.to(device).eval().requires_grad_(False), info
+        return saved_generator(path, state, weights, "decoder_width", device)

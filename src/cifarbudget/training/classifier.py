@@ -1,54 +1,46 @@
-"""Training the classifier: SGD over a fixed budget of optimizer updates.
+"""Training the classifier: SGD over a fixed budget of optimizer updates, one seed at a time,
+through the loop of training/loop.py.
 
-The prepared uint8 arrays live on the training device; each step gathers a batch
-by index, augments and normalizes it there. Every random draw comes from the
-seed and the epoch (shuffling) or the step (augmentation), and a checkpoint holds
-the model, optimizer, step, window and history, so a run killed and restarted
-ends with the same weights as one that never stopped.
+The prepared uint8 arrays live on the training device; each step gathers a batch by index,
+augments and normalizes it there. Every random draw comes from the seed and the epoch
+(shuffling) or the step (augmentation), so a run killed and restarted ends with the same
+weights as one that never stopped.
 """
 from __future__ import annotations
 
-import hashlib
 import math
-import resource
 import statistics
-import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from cifarbudget.config import Params, as_dict
 from cifarbudget.data.augment import augment_batch
 from cifarbudget.data.prepared import PreparedData
-from cifarbudget.device import (autocast, keep_freed_memory, precision, seed_everything,
-                                stateless_generator)
-from cifarbudget.errors import Interrupted, UserError
-from cifarbudget.models.classifier import (SeparableResNet, build_classifier, classifier_features,
-                                           model_file_state, normalize)
-from cifarbudget.training.budget import (UpdateCap, check_param_budget, count_trainable,
-                                         skeleton)
-from cifarbudget.training.checkpoint import fingerprint, resume_state, save_checkpoint
+from cifarbudget.device import (autocast, memory_format, peak_memory_key, precision,
+                                seed_everything, stateless_generator)
+from cifarbudget.models.classifier import (Normalize, SeparableResNet, build_classifier,
+                                           classifier_features, model_file_state)
+from cifarbudget.models.saved import skeleton
+from cifarbudget.paths import TrainingFiles
+from cifarbudget.training.budget import UpdateCap, check_param_budget, count_trainable
+from cifarbudget.training.loop import EpochBatches, Every, RunningMeans, run_fingerprint, train
 
 HISTORY_COLUMNS = ("step", "epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc")
-# Separate random streams, so that (seed, epoch) and (seed, step) never share a generator.
-SHUFFLE_STREAM, AUGMENT_STREAM = 0, 1
+AUGMENT_STREAM = 1  # stateless_generator key of the augmentation draws (0: the epochs)
 EVAL_BATCH_SIZE = 1000
 
 
 @dataclass
 class SeedResult:
-    """One seed's finished run, as read from its final checkpoint."""
+    """One seed's finished run."""
     seed: int
     trainable_params: int
     steps: int
     history: list[dict]
     model_file: dict
-    train_seconds: float
-    wall_seconds: float
-    peak_memory_mib: float
+    clock: dict  # train_seconds, wall_seconds, peak_memory_mib
 
     @property
     def final(self) -> dict:
@@ -74,26 +66,6 @@ def sgd(model: torch.nn.Module, lr: float, momentum: float, nesterov: bool,
     return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0)
 
 
-class EpochShuffler:
-    """Batch indices of step `step`: epoch e is a permutation drawn from (seed, e),
-    cut into full batches (the remainder of each epoch is skipped)."""
-
-    def __init__(self, seed: int, count: int, batch_size: int):
-        if batch_size > count:
-            raise UserError(f"classifier.batch_size: {batch_size} exceeds the {count} training "
-                            f"images; lower classifier.batch_size")
-        self.seed, self.count, self.batch_size = seed, count, batch_size
-        self.steps_per_epoch = count // batch_size
-        self._epoch, self._order = -1, None
-
-    def indices(self, step: int) -> torch.Tensor:
-        epoch, position = divmod(step, self.steps_per_epoch)
-        if epoch != self._epoch:
-            gen = stateless_generator(self.seed, SHUFFLE_STREAM, epoch)
-            self._epoch, self._order = epoch, torch.randperm(self.count, generator=gen)
-        return self._order[position * self.batch_size:(position + 1) * self.batch_size]
-
-
 def evaluate(model: SeparableResNet, images, labels: torch.Tensor, mean, std,
              device: torch.device, bf16: bool, flip_test: bool) -> tuple[float, float]:
     """Cross-entropy (without label smoothing) and accuracy over a whole split. With
@@ -113,32 +85,6 @@ def evaluate(model: SeparableResNet, images, labels: torch.Tensor, mean, std,
             (logits.argmax(1) == labels).float().mean().item())
 
 
-def run_config(params: Params, data: PreparedData, seed: int, device: torch.device) -> dict:
-    """Everything that shapes one seed's run, the device type included (random draws differ
-    between devices); a checkpoint resumes only an identical one."""
-    settings = as_dict(params.classifier)
-    settings.pop("seeds")
-    settings.pop("checkpoint_every")  # when to save does not change what is computed
-    return {"seed": seed, "device": device.type, "classifier": settings, "augment": as_dict(params.augment),
-            "data": {"name": data.name, "mean": data.mean, "std": data.std,
-                     "train_count": len(data.train_labels), "test_count": len(data.test_labels),
-                     "labels": hashlib.sha256(data.train_labels.tobytes()
-                                              + data.test_labels.tobytes()).hexdigest()}}
-
-
-def peak_memory_mib(device: torch.device) -> float:
-    """On a GPU the allocator's peak since the seed started (reset per seed); on the CPU the
-    process's peak resident memory (it cannot be reset: the largest seed's, at least)."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-
-
-def peak_memory_key(device: torch.device) -> str:
-    """What peak_memory_mib measures on `device`, as the diagnostics name it."""
-    return "peak_gpu_memory_allocated_mib" if device.type == "cuda" else "peak_process_rss_mib"
-
-
 def budgeted_classifier(params: Params, num_classes: int) -> tuple[SeparableResNet, int]:
     """Build the configured model, counted first without memory: refused before allocation
     unless it fits the parameter budget."""
@@ -149,25 +95,25 @@ def budgeted_classifier(params: Params, num_classes: int) -> tuple[SeparableResN
     return build(), n_params
 
 
-class SeedTrainer:
-    """One seed's budget-checked model, its optimizer behind the update cap, and the
-    training data on the device; `step(i)` performs update i (0-based)."""
+class ClassifierTrainer:
+    """One seed's budget-checked model, its optimizer behind the update cap, and the data on
+    the device: the trainer of training/loop.py for one classifier seed."""
 
     def __init__(self, seed: int, data: PreparedData, params: Params, device: torch.device):
         c = params.classifier
-        self.seed, self.params, self.device = seed, params, device
+        self.seed, self.params, self.device, self.bf16 = seed, params, device, c.bf16
         seed_everything(seed)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)  # each seed's own peak
-        if device.type == "cpu":
-            keep_freed_memory()
-            if c.threads:
-                # On a busy CPU one thread can beat several: each parallel op waits for
-                # its slowest thread, and a thread the OS has paused is very slow.
-                torch.set_num_threads(c.threads)
+        if device.type == "cpu" and c.threads:
+            # On a busy CPU one thread can beat several: each parallel op waits for its
+            # slowest thread, and a thread the OS has paused is very slow.
+            torch.set_num_threads(c.threads)
         self.model, self.n_params = budgeted_classifier(params, data.num_classes)
-        self.shuffler = EpochShuffler(seed, len(data.train_labels), c.batch_size)
-        self.memory_format = torch.channels_last if c.channels_last else torch.contiguous_format
+        self.param_budget = params.budget.classifier_params
+        self.batches = EpochBatches(len(data.train_labels), c.batch_size, seed, device,
+                                    "classifier")
+        self.memory_format = memory_format(c.channels_last)
         self.model.to(device=device, memory_format=self.memory_format).train()
         self.optimizer = sgd(self.model, c.lr, c.momentum, c.nesterov, c.weight_decay)
         # The budget, not classifier.steps, is the cap: no code path can exceed it.
@@ -175,117 +121,79 @@ class SeedTrainer:
         self.forward = torch.compile(self.model) if c.compile else self.model
         self.images = torch.from_numpy(data.train_images).to(device)  # uint8 NHWC
         self.labels = torch.from_numpy(data.train_labels).to(device)
-        self.mean, self.std = data.mean, data.std
+        self.test_images = torch.from_numpy(data.test_images).to(device)
+        self.test_labels = torch.from_numpy(data.test_labels)
+        self.normalize = Normalize(data.mean, data.std, device)
+        self.data = data
+        self.means = RunningMeans(("train_loss", "correct"), device)
+        self.step = 0
 
-    def load_state(self, model_state: dict, optimizer_state: dict, step: int) -> None:
-        self.model.load_state_dict(model_state)
-        self.optimizer.load_state_dict(optimizer_state)
-        self.updates.updates = step
+    def settings(self) -> dict[str, dict]:
+        """What shapes this seed's run: its seed, the classifier's settings (steps among them:
+        the schedule follows them) and the augmentation."""
+        classifier = as_dict(self.params.classifier)
+        classifier.pop("seeds")
+        return {"classifier": {**classifier, "seed": self.seed},
+                "augment": as_dict(self.params.augment)}
 
-    def step(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """One update on batch `step` -> (mean loss, number of correct predictions)."""
+    def param_counts(self) -> dict[str, int]:
+        return {"classifier": self.n_params}
+
+    def iteration(self) -> None:
+        """One update on batch `step`; its loss and correct predictions to the running means."""
         c = self.params.classifier
-        lr = learning_rate(step, c.lr, c.warmup_steps, c.steps)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        index = self.shuffler.indices(step).to(self.device)
-        batch = augment_batch(self.images[index].permute(0, 3, 1, 2), self.params.augment,
-                              stateless_generator(self.seed, AUGMENT_STREAM, step))
-        inputs = normalize(batch, self.mean, self.std).contiguous(memory_format=self.memory_format)
-        targets = self.labels[index]
+            group["lr"] = learning_rate(self.step, c.lr, c.warmup_steps, c.steps)
+        rows = self.batches(self.step)
+        batch = augment_batch(self.images[rows].permute(0, 3, 1, 2), self.params.augment,
+                              stateless_generator(self.seed, AUGMENT_STREAM, self.step,
+                                                  device=self.device))
+        inputs = self.normalize(batch).contiguous(memory_format=self.memory_format)
+        targets = self.labels[rows]
         with autocast(self.device, c.bf16):
             logits = self.forward(inputs)
         loss = F.cross_entropy(logits.float(), targets, label_smoothing=c.label_smoothing)
         self.updates.zero_grad()
         loss.backward()
         self.updates.step()
-        return loss.detach(), (logits.argmax(1) == targets).sum()
+        self.means.add({"train_loss": loss.detach(),
+                        "correct": (logits.argmax(1) == targets).sum()})
+        self.step += 1
+
+    def history_row(self, means: dict) -> dict:
+        """The training means since the last row, and the loss and accuracy on the test set."""
+        c = self.params.classifier
+        test_loss, test_acc = evaluate(self.model, self.test_images, self.test_labels,
+                                       self.data.mean, self.data.std, self.device, c.bf16,
+                                       c.flip_test)
+        return {"epoch": round(self.step / self.batches.per_epoch, 3),
+                "lr": learning_rate(self.step - 1, c.lr, c.warmup_steps, c.steps),
+                "train_loss": means["train_loss"], "train_acc": means["correct"] / c.batch_size,
+                "test_loss": test_loss, "test_acc": test_acc}
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "step": self.step}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step = self.updates.updates = state["step"]
 
 
 def train_seed(seed: int, data: PreparedData, params: Params, device: torch.device,
-               checkpoint_path: str | Path, progress: bool = True) -> SeedResult:
+               files: TrainingFiles) -> SeedResult:
     """Train (or finish training, or just read back) one seed's classifier."""
     c = params.classifier
-    trainer = SeedTrainer(seed, data, params, device)
-    if progress:
-        print(f"classifier seed {seed}: {trainer.n_params:,} trainable parameters "
-              f"(budget: fewer than {params.budget.classifier_params:,}), on {device.type} "
-              f"in {precision(device, c.bf16)}")
-    run_fingerprint = fingerprint(run_config(params, data, seed, device))
-    state = resume_state(checkpoint_path, run_fingerprint, device)
-    if state is None and Path(checkpoint_path).exists() and progress:
-        print(f"{checkpoint_path}: saved by a different configuration; starting seed {seed} over")
-    if state is not None:
-        trainer.load_state(state["model"], state["optimizer"], state["step"])
-        if progress:
-            print(f"classifier seed {seed}: resuming from {checkpoint_path} at step "
-                  f"{state['step']} of {c.steps}")
-    state = state or {
-        "step": 0, "history": [], "window": {"steps": 0, "loss": 0.0, "correct": 0},
-        "train_seconds": 0.0, "wall_seconds": 0.0, "peak_memory_mib": 0.0}
-    step, history, window = state["step"], state["history"], state["window"]
-
-    if step < c.steps:
-        test_images = torch.from_numpy(data.test_images).to(device)
-        test_labels = torch.from_numpy(data.test_labels)
-        started, run_start_step, run_train_seconds = time.perf_counter(), step, 0.0
-        bar = tqdm(total=c.steps, initial=step, desc=f"classifier seed {seed}", unit="step",
-                   disable=not progress, dynamic_ncols=True)
-        saved_step = state["step"] if state["step"] else None
-        try:
-            while step < c.steps:
-                step_start = time.perf_counter()
-                loss, correct = trainer.step(step)
-                step += 1
-                window["steps"] += 1
-                window["loss"] += loss.item()
-                window["correct"] += correct.item()
-                run_train_seconds += time.perf_counter() - step_start
-                bar.update(1)
-                if step % 10 == 0 or step == c.steps:
-                    images_per_second = (step - run_start_step) * c.batch_size / run_train_seconds
-                    accuracy = window["correct"] / (window["steps"] * c.batch_size)
-                    bar.set_postfix(loss=f"{window['loss'] / window['steps']:.3f}",
-                                    acc=f"{accuracy:.3f}", img_s=f"{images_per_second:.0f}",
-                                    refresh=False)
-                if step % c.eval_every == 0 or step == c.steps:
-                    test_loss, test_acc = evaluate(trainer.model, test_images, test_labels,
-                                                   data.mean, data.std, device, c.bf16,
-                                                   c.flip_test)
-                    history.append({
-                        "step": step, "epoch": round(step / trainer.shuffler.steps_per_epoch, 3),
-                        "lr": learning_rate(step - 1, c.lr, c.warmup_steps, c.steps),
-                        "train_loss": window["loss"] / window["steps"],
-                        "train_acc": window["correct"] / (window["steps"] * c.batch_size),
-                        "test_loss": test_loss, "test_acc": test_acc})
-                    window = {"steps": 0, "loss": 0.0, "correct": 0}
-                    bar.write(f"seed {seed} step {step}: train loss "
-                              f"{history[-1]['train_loss']:.3f} acc "
-                              f"{history[-1]['train_acc']:.3f}, test loss {test_loss:.3f} "
-                              f"acc {test_acc:.3f}")
-                if step % c.checkpoint_every == 0 or step == c.steps:
-                    save_checkpoint(checkpoint_path, {
-                        "fingerprint": run_fingerprint, "device": device.type, "step": step,
-                        "history": history,
-                        "window": window, "model": trainer.model.state_dict(),
-                        "optimizer": trainer.optimizer.state_dict(),
-                        "train_seconds": state["train_seconds"] + run_train_seconds,
-                        "wall_seconds": state["wall_seconds"] + time.perf_counter() - started,
-                        "peak_memory_mib": max(state["peak_memory_mib"], peak_memory_mib(device))})
-                    saved_step = step
-        except KeyboardInterrupt:
-            raise Interrupted.at(f"classifier seed {seed}", step, saved_step, checkpoint_path,
-                                 c.checkpoint_every) from None
-        bar.close()
-        state = resume_state(checkpoint_path, run_fingerprint, device)
-
-    trainer.model.load_state_dict(state["model"])
-    return SeedResult(seed=seed, trainable_params=trainer.n_params, steps=state["step"],
-                      history=state["history"],
+    trainer = ClassifierTrainer(seed, data, params, device)
+    result = train(trainer, c.steps, Every(log=c.eval_every, checkpoint=c.checkpoint_every),
+                   files, run_fingerprint(trainer.settings(), data, device),
+                   f"classifier seed {seed}")
+    return SeedResult(seed=seed, trainable_params=trainer.n_params, steps=trainer.step,
+                      history=result.history,
                       model_file=model_file_state(trainer.model, c.widths, c.depths, data.mean,
                                                   data.std, data.classes),
-                      train_seconds=state["train_seconds"], wall_seconds=state["wall_seconds"],
-                      peak_memory_mib=state["peak_memory_mib"])
+                      clock=result.clock)
 
 
 def mean_history(histories: list[list[dict]]) -> list[dict]:
@@ -314,14 +222,14 @@ def summarize(results: list[SeedResult]) -> dict:
 def diagnostics(results: list[SeedResult], params: Params, device: torch.device) -> dict:
     """The run's log: each seed's final metrics and time, speed, memory and device."""
     images = sum(r.steps for r in results) * params.classifier.batch_size
-    train_seconds = sum(r.train_seconds for r in results)
+    train_seconds = sum(r.clock["train_seconds"] for r in results)
     return {
         "seeds": {str(r.seed): {**{key: r.final[key] for key in FINAL_METRICS},
-                                "steps": r.steps, "wall_seconds": round(r.wall_seconds, 1)}
+                                "steps": r.steps, "wall_seconds": round(r.clock["wall_seconds"], 1)}
                   for r in results},
-        "wall_seconds": round(sum(r.wall_seconds for r in results), 1),
+        "wall_seconds": round(sum(r.clock["wall_seconds"] for r in results), 1),
         "train_images_per_second": round(images / train_seconds, 1) if train_seconds else None,
-        peak_memory_key(device): round(max(r.peak_memory_mib for r in results), 1),
+        peak_memory_key(device): round(max(r.clock["peak_memory_mib"] for r in results), 1),
         "device": device.type,
         "precision": precision(device, params.classifier.bf16),
     }

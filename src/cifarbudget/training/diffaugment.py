@@ -4,7 +4,8 @@ Random transformations from one distribution are applied to real and generated i
 discriminator's and in the generator's updates; gradients flow through them to G. So D
 cannot tell real from fake by the augmentation, and G is not pushed to produce it.
 
-Operations, applied in this order, on images in [-1, 1]:
+Operations (gan.diffaugment, parsed by config.parse_policy), applied in this order, on
+images in [-1, 1]:
   color        brightness + U(-0.5, 0.5); saturation x U(0, 2); contrast x U(0.5, 1.5)
   translation  shift by up to 1/8 of the side in each direction; borders are reflected
                (as in ADA), with data/augment.py's random crop
@@ -15,40 +16,27 @@ from __future__ import annotations
 import torch
 
 from cifarbudget.data.augment import cutout, random_crop
-from cifarbudget.errors import UserError
-
-OPERATIONS = ("color", "translation", "cutout")
 
 
-def parse_policy(text: str) -> tuple[str, ...]:
-    """'translation,cutout,color' -> the operations in application order; '' -> none."""
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if name not in OPERATIONS]
-    if unknown:
-        raise UserError(f"gan.diffaugment: unknown operation {unknown[0]!r}; give a comma-separated "
-                        f"subset of {','.join(OPERATIONS)}, or an empty string to disable it")
-    return tuple(op for op in OPERATIONS if op in names)
-
-
-def _uniform(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+def _uniform(x: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
     """One U(0, 1) draw per image, shaped to broadcast over (N, C, H, W)."""
-    return torch.rand(x.shape[0], 1, 1, 1, generator=gen, device=gen.device).to(x)
+    return torch.rand(x.shape[0], 1, 1, 1, generator=rng, device=rng.device).to(x)
 
 
-def color(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    x = x + (_uniform(x, gen) - 0.5)
+def color(x: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
+    x = x + (_uniform(x, rng) - 0.5)
     gray = x.mean(dim=1, keepdim=True)
-    x = (x - gray) * (_uniform(x, gen) * 2) + gray
+    x = (x - gray) * (_uniform(x, rng) * 2) + gray
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
-    return (x - mean) * (_uniform(x, gen) + 0.5) + mean
+    return (x - mean) * (_uniform(x, rng) + 0.5) + mean
 
 
-def diff_augment(x: torch.Tensor, policy: tuple[str, ...], gen: torch.Generator) -> torch.Tensor:
+def diff_augment(x: torch.Tensor, policy: tuple[str, ...], rng: torch.Generator) -> torch.Tensor:
     """Augment a batch (N, C, H, W) with the operations in `policy`, differentiably."""
     if "color" in policy:
-        x = color(x, gen)
+        x = color(x, rng)
     if "translation" in policy:
-        x = random_crop(x, x.shape[-1] // 8, gen)
+        x = random_crop(x, x.shape[-1] // 8, rng)
     if "cutout" in policy:
-        x = cutout(x, x.shape[-1] // 2, gen)
+        x = cutout(x, x.shape[-1] // 2, rng)
     return x

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+
 def hinge_real(scores: torch.Tensor) -> torch.Tensor:
     """The discriminator's loss on real images: mean(max(0, 1 - D(x)))."""
     return F.relu(1 - scores.float()).mean()
