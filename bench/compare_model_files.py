@@ -24,7 +24,11 @@ def run_tree(tree: Path, work: Path) -> dict:
     new = (tree / "stages/train_generator.py").exists()
     for stage, model in (("train_classifier", "gan"), ("train_gan", "gan"), ("train_vae", "vae")):
         shutil.copy(tree / "params.yaml", work / "params.yaml")
-        conftest.set_params(work, {**conftest.TINY_PARAMS, "generator.model": model})
+        overrides = {**conftest.TINY_PARAMS, "generator.model": model}
+        if "warmup_steps:" in (tree / "params.yaml").read_text():  # before the warm-up fraction
+            overrides["classifier.warmup_steps"] = round(
+                overrides.pop("classifier.warmup") * overrides["classifier.steps"])
+        conftest.set_params(work, overrides)
         if not (work / "data/prepared").exists():
             conftest.write_prepared(work / "data" / "prepared")
         script = "train_generator" if new and stage != "train_classifier" else stage

@@ -40,8 +40,10 @@ def main() -> None:
     metrics = summarize(results)
     write_json(CLASSIFIER_LOG, diagnostics(results, params, device))
     write_json(CLASSIFIER_METRICS, metrics)
-    print(f"test accuracy {metrics['test_acc']['mean']:.4f} ± {metrics['test_acc']['std']:.4f} "
-          f"over {len(results)} seed(s)")
+    split = "val" if params.classifier.validation_images else "test"
+    accuracy = metrics[f"{split}_acc"]
+    print(f"{split} accuracy {accuracy['mean']:.4f} ± {accuracy['std']:.4f} over {len(results)} "
+          f"seed(s)")
 
 
 if __name__ == "__main__":

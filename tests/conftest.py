@@ -269,7 +269,7 @@ METRIC_KEYS = ["fid", "kid", "inception_score", "classifier_accuracy_generated",
                "diversity", "lpips"]
 TINY_PARAMS = {
     "classifier.seeds": [0, 1], "classifier.widths": [8, 16], "classifier.depths": [1, 1],
-    "classifier.steps": 20, "classifier.batch_size": 32, "classifier.warmup_steps": 2,
+    "classifier.steps": 20, "classifier.batch_size": 32, "classifier.warmup": 0.1,
     "classifier.eval_every": 10, "classifier.checkpoint_every": 10,
     # One thread whatever OMP_NUM_THREADS says: the thread count changes the arithmetic
     # (so reruns compare byte for byte), and tiny steps run faster without waiting on a second.

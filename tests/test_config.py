@@ -101,6 +101,8 @@ def test_ints_are_accepted_where_floats_are_expected(params_dir):
     ({"budget.gan_steps": 50_000}, r"^budget\.gan_steps: renamed budget\.generative_steps \(it "
                                    r"limits the VAE too\); rename the key in params\.yaml$"),
     ({"budget.gan_params": 10}, r"^budget\.gan_params: renamed budget\.generative_params "),
+    ({"classifier.warmup_steps": 500}, r"^classifier\.warmup_steps: renamed classifier\.warmup "
+                                       r"\(a fraction of classifier\.steps now, "),
     ({"vae.beta": -0.5}, r"^vae\.beta: -0\.5 is too small; it must be >= 0\.0$"),
     ({"generator.model": "diffusion"},
      r"^generator\.model: 'diffusion' is not allowed; choose one of gan, vae$"),

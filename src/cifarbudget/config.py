@@ -65,15 +65,19 @@ class BudgetParams:
     generative_steps: int = field(default=50_000, metadata=_range(1))      # at most, per network
 
 
-# Keys renamed since users first wrote them: old key -> new key.
-RENAMED = {"budget.gan_params": "budget.generative_params",
-           "budget.gan_steps": "budget.generative_steps"}
+# Keys renamed since users first wrote them: old key -> (new key, why).
+RENAMED = {"budget.gan_params": ("budget.generative_params", "it limits the VAE too"),
+           "budget.gan_steps": ("budget.generative_steps", "it limits the VAE too"),
+           "classifier.warmup_steps": ("classifier.warmup", "a fraction of classifier.steps "
+                                       "now, so that a short run still reaches the peak rate")}
 
 
 @dataclass(frozen=True)
 class AugmentParams:
     crop_padding: int = field(default=4, metadata=_range(0, 16))
     flip: bool = True
+    # Each image flipped on every other epoch (from a random start) rather than at random.
+    alternating_flip: bool = False
     cutout: int = field(default=0, metadata=_range(0, 32))  # square side in pixels; 0 disables
 
 
@@ -89,9 +93,17 @@ class ClassifierParams:
     nesterov: bool = True
     weight_decay: float = field(default=5e-4, metadata=_range(0.0))
     label_smoothing: float = field(default=0.1, metadata=_range(0.0, 1.0))
-    warmup_steps: int = field(default=500, metadata=_range(0))
+    warmup: float = field(default=0.05, metadata=_range(0.0, 1.0))  # fraction of the steps
+    schedule: str = field(default="cosine", metadata={"choices": ("cosine", "linear")})
+    whiten: bool = False      # a frozen 2x2 patch-whitening first layer, fitted to the data
+    bn_scale: bool = True     # learnable batch-norm scales (else fixed at 1)
+    bn_bias_lr: float = field(default=1.0, metadata=_range(0.0))  # x lr for batch-norm biases
+    ema: float = field(default=0.0, metadata=_range(0.0, 1.0))    # weight average; 0: off
+    validation_images: int = field(default=0, metadata=_range(0))  # held out of training
+    validation_seed: int = 0
     eval_every: int = field(default=500, metadata=_range(1))
     flip_test: bool = True  # test logits averaged over each image and its mirror image
+    translate_test: bool = False  # and over one-pixel translations of both
     checkpoint_every: int = field(default=500, metadata=_range(1))
     bf16: bool = True
     channels_last: bool = True
@@ -258,8 +270,8 @@ def _build(cls, raw: dict, prefix: str):
     unknown = sorted(set(raw) - set(fields))
     renamed = [_join(prefix, name) for name in unknown if _join(prefix, name) in RENAMED]
     if renamed:
-        raise UserError(f"{renamed[0]}: renamed {RENAMED[renamed[0]]} (it limits the VAE too); "
-                        f"rename the key in params.yaml")
+        new, why = RENAMED[renamed[0]]
+        raise UserError(f"{renamed[0]}: renamed {new} ({why}); rename the key in params.yaml")
     if unknown:
         where = f"in {prefix}" if prefix else "at the top level"
         raise UserError(f"{_join(prefix, unknown[0])}: unknown key; allowed keys {where}: "

@@ -84,6 +84,19 @@ def test_rerunning_a_finished_stage_trains_nothing(trained, tmp_path):
         (trained[0] / "metrics/classifier.json").read_bytes()
 
 
+def test_with_validation_images_the_stage_reports_validation_metrics(tmp_path):
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    set_params(tmp_path, {**CLASSIFIER_PARAMS, "classifier.seeds": [0],
+                          "classifier.validation_images": 40})
+    write_prepared(tmp_path / "data" / "prepared")
+    proc = run_stage_script(tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(r"^val accuracy \d\.\d{4} ± 0\.0000 over 1 seed\(s\)$", proc.stdout, re.M)
+    metrics = json.loads((tmp_path / "metrics/classifier.json").read_text())
+    assert list(metrics) == ["train_acc", "train_loss", "val_acc", "val_loss", "params", "steps"]
+    assert (tmp_path / "plots/classifier/curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def missing_prepared_data(folder):
     (folder / "data/prepared/train_images.npy").unlink()
 

@@ -12,17 +12,18 @@ from cifarbudget.io import load_checkpoint
 from cifarbudget.models.classifier import build_classifier, classifier_features
 from cifarbudget.paths import TrainingFiles
 from cifarbudget.training.budget import BudgetExceeded, UpdateCap
-from cifarbudget.training.classifier import (HISTORY_COLUMNS, diagnostics, evaluate, learning_rate,
+from cifarbudget.training.classifier import (diagnostics, evaluate, learning_rate,
                                              mean_history, sgd, summarize, train_seed)
 from cifarbudget.training.loop import EpochBatches
 
 CPU = torch.device("cpu")
+HISTORY_COLUMNS = ["step", "epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc"]
 
 
 def tiny_params(budget_steps: int = 10_000, budget_params: int = 100_000, **classifier) -> Params:
     """A tiny run; built without load_params so tests can also bypass its checks."""
     settings = dict(seeds=[0], widths=[8, 16], depths=[1, 1], steps=12, batch_size=32,
-                    warmup_steps=2, eval_every=4, checkpoint_every=4) | classifier
+                    warmup=0.2, eval_every=4, checkpoint_every=4) | classifier
     return Params(budget=BudgetParams(classifier_params=budget_params,
                                       classifier_steps=budget_steps),
                   classifier=ClassifierParams(**settings))
@@ -55,18 +56,21 @@ def weights(result) -> dict:
 
 
 def test_learning_rate_warms_up_linearly_then_decays_to_zero():
-    rates = [learning_rate(s, peak=0.4, warmup_steps=10, total_steps=110) for s in range(110)]
+    rates = [learning_rate(s, peak=0.4, warmup=10 / 110, total_steps=110) for s in range(110)]
     assert rates[0] == pytest.approx(0.04) and rates[9] == pytest.approx(0.4)
     assert all(a >= b for a, b in zip(rates[10:], rates[11:]))
     assert rates[-1] < 1e-3
 
 
-def test_weight_decay_spares_batch_norm_and_biases():
+def test_weight_decay_spares_batch_norm_and_biases_whose_rate_has_its_own_scale():
     model = training.build_classifier([8, 16], [1, 1], num_classes=3)
-    decayed, spared = sgd(model, 0.1, 0.9, True, 5e-4).param_groups
-    assert decayed["weight_decay"] == 5e-4 and spared["weight_decay"] == 0
+    decayed, bn_biases, spared = sgd(model, 0.1, 0.9, True, 5e-4, bn_bias_lr=3.0).param_groups
+    assert decayed["weight_decay"] == 5e-4 and bn_biases["weight_decay"] == spared["weight_decay"] == 0
     assert all(p.ndim > 1 for p in decayed["params"]) and all(p.ndim == 1 for p in spared["params"])
-    assert len(decayed["params"]) + len(spared["params"]) == len(list(model.parameters()))
+    bn = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert {id(p) for p in bn_biases["params"]} == {id(m.bias) for m in bn}
+    assert (bn_biases["lr_scale"], decayed["lr_scale"], spared["lr_scale"]) == (3.0, 1.0, 1.0)
+    assert sum(len(g["params"]) for g in (decayed, bn_biases, spared)) == len(list(model.parameters()))
 
 
 def test_each_epoch_is_a_fresh_permutation_that_a_restart_redraws_identically():

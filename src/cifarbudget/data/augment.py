@@ -50,9 +50,13 @@ def cutout(x: torch.Tensor, size: int, rng: torch.Generator) -> torch.Tensor:
     return x * (~mask)[:, None, :, :].to(x.dtype)
 
 
-def augment_batch(x: torch.Tensor, policy: AugmentParams, rng: torch.Generator) -> torch.Tensor:
-    """Apply the policy from params.yaml to a batch (N, C, H, W) of any dtype."""
+def augment_batch(x: torch.Tensor, policy: AugmentParams, rng: torch.Generator,
+                  flips: torch.Tensor | None = None) -> torch.Tensor:
+    """Apply the policy from params.yaml to a batch (N, C, H, W) of any dtype; `flips`, a
+    bool per image, says which to mirror instead of a random draw (alternating flip)."""
     x = random_crop(x, policy.crop_padding, rng)
-    if policy.flip:
+    if flips is not None:
+        x = torch.where(flips[:, None, None, None], x.flip(3), x)
+    elif policy.flip:
         x = random_flip(x, rng)
     return cutout(x, policy.cutout, rng)

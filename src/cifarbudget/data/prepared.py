@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -77,6 +78,25 @@ def load_prepared(folder: str | Path = PREPARED) -> PreparedData:
         raise UserError(f"{folder}/stats.json: needs a mean and a std of 3 numbers each; {fix}")
     return PreparedData(**arrays, classes=classes, name=meta["name"], mean=moments[0],
                         std=moments[1])
+
+
+def hold_out_validation(data: PreparedData, count: int, seed: int) -> PreparedData:
+    """The data with `count` training images, the same number from each class drawn with
+    `seed`, moved to the evaluation split in place of the test set (which then stays unseen
+    while a recipe is chosen). mean/std stay those of the whole training set."""
+    per_class, rest = divmod(count, data.num_classes)
+    smallest = np.bincount(data.train_labels, minlength=data.num_classes).min()
+    if rest or per_class >= smallest:
+        raise UserError(f"classifier.validation_images: {count} is not a multiple of the "
+                        f"{data.num_classes} classes below the {smallest * data.num_classes:,} "
+                        f"training images; give one, e.g. {50 * data.num_classes}")
+    order = np.random.default_rng(seed).permutation(len(data.train_labels))
+    held = np.zeros(len(order), dtype=bool)
+    for label in range(data.num_classes):
+        held[order[data.train_labels[order] == label][:per_class]] = True
+    return dataclasses.replace(
+        data, train_images=data.train_images[~held], train_labels=data.train_labels[~held],
+        test_images=data.train_images[held], test_labels=data.train_labels[held])
 
 
 def load_array(path: Path, dtype, item_shape: tuple[int, ...], fix: str) -> np.ndarray:

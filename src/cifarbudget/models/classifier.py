@@ -61,14 +61,38 @@ class ResidualBlock(nn.Module):
         return self.relu(out + x)
 
 
-class SeparableResNet(nn.Module):
-    """Stem convolution, stages of residual blocks (each after the first halves the
-    resolution), global average pooling, linear classifier."""
+class PatchWhitening(nn.Conv2d):
+    """A frozen 2x2 convolution (no padding: 32 -> 31 pixels) that maps each patch of 12
+    values to its coordinates along the principal axes of the training set's patches, each
+    scaled to unit variance, and to their negatives: 24 channels, so a ReLU after it keeps
+    both signs. `fit` computes it; it is never trained."""
 
-    def __init__(self, widths: list[int], depths: list[int], num_classes: int):
+    def __init__(self):
+        super().__init__(3, 2 * 3 * 2 * 2, 2, bias=False)
+        self.weight.requires_grad_(False)
+
+    @torch.no_grad()
+    def fit(self, images: torch.Tensor, eps: float = 5e-4) -> None:
+        """From normalized NCHW float images: their 2x2 patches' covariance."""
+        patches = images.unfold(2, 2, 1).unfold(3, 2, 1).permute(0, 2, 3, 1, 4, 5)
+        patches = patches.reshape(-1, 12).double()
+        variances, axes = torch.linalg.eigh(torch.cov(patches.T))
+        scaled = axes.T.reshape(12, 3, 2, 2) / (variances + eps).sqrt().view(12, 1, 1, 1)
+        self.weight.copy_(torch.cat([scaled, -scaled]))
+
+
+class SeparableResNet(nn.Module):
+    """Stem convolution (or a frozen patch whitening and a 1x1 convolution), stages of
+    residual blocks (each after the first halves the resolution), global average pooling,
+    linear classifier."""
+
+    def __init__(self, widths: list[int], depths: list[int], num_classes: int,
+                 bn_scale: bool = True, whiten: bool = False):
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, widths[0], 3, padding=1, bias=False),
-                                  nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True))
+        self.whiten = whiten
+        first = ([PatchWhitening(), nn.Conv2d(24, widths[0], 1, bias=False)] if whiten
+                 else [nn.Conv2d(3, widths[0], 3, padding=1, bias=False)])
+        self.stem = nn.Sequential(*first, nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True))
         blocks = []
         in_channels = widths[0]
         for stage, (width, depth) in enumerate(zip(widths, depths)):
@@ -80,12 +104,17 @@ class SeparableResNet(nn.Module):
         self.head = nn.Linear(in_channels, num_classes)
         self.feature_dim = in_channels
         for module in self.modules():
-            if isinstance(module, nn.Conv2d):
+            if isinstance(module, nn.Conv2d) and not isinstance(module, PatchWhitening):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
         # The last norm of each residual branch starts at zero: every block begins as the
         # identity, which lets a deep network train at a high learning rate from step one.
         for block in self.blocks:
             nn.init.zeros_(block.conv2[-1].weight)
+        if not bn_scale:  # scales fixed at 1, but for those zeros, which must learn to grow
+            starts_at_zero = {id(block.conv2[-1].weight) for block in self.blocks}
+            for module in self.modules():
+                if isinstance(module, nn.BatchNorm2d) and id(module.weight) not in starts_at_zero:
+                    module.weight.requires_grad_(False)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled penultimate features, (B, F)."""
@@ -95,8 +124,9 @@ class SeparableResNet(nn.Module):
         return self.head(self.features(x))
 
 
-def build_classifier(widths: list[int], depths: list[int], num_classes: int) -> SeparableResNet:
-    return SeparableResNet(list(widths), list(depths), num_classes)
+def build_classifier(widths: list[int], depths: list[int], num_classes: int,
+                     bn_scale: bool = True, whiten: bool = False) -> SeparableResNet:
+    return SeparableResNet(list(widths), list(depths), num_classes, bn_scale, whiten)
 
 
 class Normalize:
@@ -118,7 +148,8 @@ def model_file_state(model: SeparableResNet, widths, depths, mean, std, classes)
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     return {"state_dict": state, "widths": list(widths), "depths": list(depths),
             "num_classes": len(classes), "mean": [float(m) for m in mean],
-            "std": [float(s) for s in std], "classes": list(classes)}
+            "std": [float(s) for s in std], "classes": list(classes),
+            **({"whiten": True} if model.whiten else {})}
 
 
 def load_classifier(path: str | Path, device: torch.device | str = "cpu"):
@@ -127,7 +158,8 @@ def load_classifier(path: str | Path, device: torch.device | str = "cpu"):
     with reading(path, "a classifier model file"):
         sizes = {"widths": saved["widths"], "depths": saved["depths"],
                  "num_classes": saved["num_classes"]}
-        model = build_saved(path, saved, sizes, lambda: build_classifier(**sizes))
+        whiten = saved.get("whiten", False) is True
+        model = build_saved(path, saved, sizes, lambda: build_classifier(**sizes, whiten=whiten))
         model.load_state_dict(saved["state_dict"])
         mean, std = [float(m) for m in saved["mean"]], [float(s) for s in saved["std"]]
         if len(mean) != 3 or len(std) != 3:

@@ -1,4 +1,5 @@
-"""The classifier's learning curves: accuracy and loss, train vs test, over seeds."""
+"""The classifier's learning curves: accuracy and loss, train vs test (or validation), over
+seeds."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,7 +10,8 @@ import numpy as np
 from cifarbudget.io import save_figure
 
 SPLITS = (("train", "tab:blue", "train (augmented batches)"),
-          ("test", "tab:orange", "test (full set)"))
+          ("test", "tab:orange", "test (full set)"),
+          ("val", "tab:green", "validation (training images held out)"))
 
 
 def plot_training_curves(histories: list[list[dict]], path: str | Path, title: str) -> None:
@@ -21,6 +23,8 @@ def plot_training_curves(histories: list[list[dict]], path: str | Path, title: s
               (loss_ax, "loss", 1, "cross-entropy loss", (0, None)))
     for ax, metric, scale, label, limits in panels:
         for split, colour, name in SPLITS:
+            if f"{split}_{metric}" not in histories[0][0]:
+                continue
             values = np.array([[row[f"{split}_{metric}"] for row in h] for h in histories]) * scale
             mean = values.mean(0)
             std = values.std(0, ddof=1) if len(values) > 1 else np.zeros_like(mean)

@@ -25,15 +25,13 @@ from cifarbudget.models.saved import skeleton
 from cifarbudget.plots.gan import save_progress_grid
 from cifarbudget.training.budget import UpdateCap, check_param_budget, count_trainable
 from cifarbudget.training.diffaugment import diff_augment
+from cifarbudget.training.ema import ema_decay, update_ema
 from cifarbudget.training.generative import (PROGRESS_PER_ROW, GenerativeTrainer,
                                              progress_latents)
 from cifarbudget.training.losses import discriminator_backward, generator_hinge
 
 # Independent random streams, keyed (seed, stream, index); 0 orders the real batches.
 STEP_STREAM, PROGRESS_STREAM = 1, 2
-# The EMA decay ramps up as (1 + step) / (10 + step) until it reaches gan.ema, so early
-# progress grids show the training generator's average rather than its random start.
-EMA_WARMUP = 10
 HISTORY_KEYS = ("d_loss", "g_loss", "d_real", "d_fake", "w_real", "w_fake")
 
 
@@ -129,15 +127,6 @@ class Trainer(GenerativeTrainer):
         self.opt_g.step()
         return {"g_loss": loss.detach()}
 
-    @torch.no_grad()
-    def update_ema(self) -> None:
-        decay = min(self.params.ema, (1 + self.step) / (EMA_WARMUP + self.step))
-        torch._foreach_lerp_(list(self.generator_ema.parameters()),
-                             list(self.generator.parameters()), 1 - decay)
-        # Batch-norm statistics are not averaged: the EMA uses the live generator's.
-        for ema_buffer, buffer in zip(self.generator_ema.buffers(), self.generator.buffers()):
-            ema_buffer.copy_(buffer)
-
     def iteration(self) -> None:
         """Train one step: n_dis D updates, one G update, the EMA; add to the running means."""
         n_dis = self.params.n_dis
@@ -146,7 +135,7 @@ class Trainer(GenerativeTrainer):
             real, labels = self.real_batches(self.step * n_dis + k)
             self.means.add(self.discriminator_update(real, labels, rng))
         self.means.add(self.generator_update(rng))
-        self.update_ema()
+        update_ema(self.generator_ema, self.generator, ema_decay(self.params.ema, self.step))
         self.step += 1
 
     def history_row(self, means: dict) -> dict:
