@@ -16,11 +16,15 @@ install: $(VENV)/.installed
 run: install
 	dvc repro
 
+# One worker per core, a test file to a worker (its module fixtures are built once); each test
+# runs on one thread, so the workers do not fight over the cores.
+PYTEST_WORKERS ?= auto
+
 test: install
-	pytest -q
+	pytest -q -n $(PYTEST_WORKERS) --dist loadfile
 
 test-fast: install
-	pytest -q -m "not slow"
+	pytest -q -n $(PYTEST_WORKERS) --dist loadfile -m "not slow"
 
 bench: install
 	python bench/bench_classifier.py

@@ -22,6 +22,10 @@ import yaml
 # No GPU for the tests or the processes they start: they compare results with CPU runs
 # byte for byte (set before torch first looks for CUDA).
 os.environ["CUDA_VISIBLE_DEVICES"] = ""
+# Under pytest-xdist (`make test`: a worker per core), one thread per worker and per process it
+# starts: more threads than cores make torch's threads wait on each other.
+if "PYTEST_XDIST_WORKER" in os.environ:
+    os.environ["OMP_NUM_THREADS"] = "1"
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # the venv's bin: dvc, python
