@@ -197,8 +197,6 @@ def train(trainer, steps: int, every: Every, files: TrainingFiles, run_id: str,
         saved_step = trainer.step
 
     def save_figures() -> None:
-        if files.history is not None:
-            write_csv(files.history, history)
         if every.progress is not None:
             trainer.save_progress(files.progress)
             save_history_figure(history, trainer.history_panels, files.history_figure,
@@ -244,5 +242,7 @@ def train(trainer, steps: int, every: Every, files: TrainingFiles, run_id: str,
                              every.checkpoint) from None
     bar.close()
     if start == steps:  # a finished run read back: redraw what `dvc repro` may have removed
+        if files.history is not None:
+            write_csv(files.history, history)
         save_figures()
     return LoopResult(history, trainer.step - start, saved_clock)
