@@ -94,14 +94,18 @@ def kill_during_training(repo: Path, stage: str, after: str, delay: float) -> bo
     """SIGKILL a run of the stage `delay` s after its launch (`after="launch"`) or after its
     first checkpoint (`after="checkpoint"`).
 
-    Returns whether the kill left a checkpoint behind, or None if the run had already ended.
+    Returns whether the kill left a checkpoint behind, or None if the stage's command had
+    already ended.
     """
     checkpoints = repo / STAGES[stage]["checkpoints"]
     proc = start_training(repo, stage)
     if after == "checkpoint":
         seconds_to_first_checkpoint(proc, checkpoints)
     time.sleep(delay)
-    if proc.poll() is not None:
+    if proc.poll() is not None or (repo / STAGES[stage]["metrics"]).exists():
+        # The stage's command has ended (the metrics file is its last write); what is left is
+        # DVC's bookkeeping, whose in-place dvc.lock write a kill can cut short (README).
+        proc.wait()
         return None
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
