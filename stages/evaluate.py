@@ -10,6 +10,7 @@ from cifarbudget.data.prepared import load_prepared
 from cifarbudget.device import exact_float32, pick_device
 from cifarbudget.errors import UserError
 from cifarbudget.io import write_csv, write_json
+from cifarbudget.metrics.classifier_metrics import ClassifierJudge
 from cifarbudget.metrics.fid import load_inception
 from cifarbudget.metrics.quality import snapshot_quality
 from cifarbudget.metrics.report import (evaluate_samples, split_diagnostics, summary_line,
@@ -31,16 +32,17 @@ def main() -> None:
     images, labels = load_samples()
     model = params.generator.model
     classifier, mean, std = load_classifier(classifier_model(params.classifier.seeds[0]), device)
+    judge = ClassifierJudge(classifier, mean, std, data.test_images, data.test_labels,
+                            data.num_classes, device, params.evaluate.batch_size)
     inception = load_inception(params.evaluate.inception_weights, device)
     reference = test_set_features(inception, data, params.evaluate.batch_size, device)
     snapshots = snapshot_files(generator_snapshots(model))
     if not snapshots:
         raise UserError(f"{generator_snapshots(model)}: no training snapshot; rerun "
                         f"`dvc repro train_generator`")
-    quality = snapshot_quality(params, snapshots, data, classifier, mean, std, inception,
-                               reference, device)
+    quality = snapshot_quality(params, snapshots, data, judge, inception, reference, device)
     measured, per_class = evaluate_samples(params.evaluate, images, labels, data, inception,
-                                           reference, classifier, mean, std, device)
+                                           reference, judge, device)
     metrics, diagnostics = split_diagnostics(measured)
     save_per_class_accuracy(
         per_class, data.classes, generator_plots(model) / "per_class_accuracy.csv",

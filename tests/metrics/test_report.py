@@ -38,6 +38,7 @@ def test_fid_compares_10000_samples_with_all_10000_test_images(tmp_path):
     size (300 does not divide 10,000, so the last batch of each set is short)."""
     from cifarbudget.config import EvaluateParams
     from cifarbudget.data.prepared import PreparedData
+    from cifarbudget.metrics.classifier_metrics import ClassifierJudge
     from cifarbudget.metrics.report import evaluate_samples, test_set_features
     from cifarbudget.models.classifier import build_classifier
 
@@ -52,8 +53,10 @@ def test_fid_compares_10000_samples_with_all_10000_test_images(tmp_path):
     params = EvaluateParams(inception_weights="", lpips_weights=str(tmp_path / "no-lpips"),
                             batch_size=300, lpips_pairs=10)
     reference = test_set_features(inception, data, params.batch_size, torch.device("cpu"))
-    metrics, _ = evaluate_samples(params, images, labels, data, inception, reference,
-                                  build_classifier([8], [1], 100).eval(), [0.5] * 3, [0.25] * 3,
+    judge = ClassifierJudge(build_classifier([8], [1], 100).eval(), [0.5] * 3, [0.25] * 3,
+                            data.test_images, data.test_labels, 100, torch.device("cpu"),
+                            params.batch_size)
+    metrics, _ = evaluate_samples(params, images, labels, data, inception, reference, judge,
                                   torch.device("cpu"))
     assert metrics["generated_count"] == metrics["reference_count"] == 10_000
     assert sum(inception.seen) == 20_000 and max(inception.seen) == 300

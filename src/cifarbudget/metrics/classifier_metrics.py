@@ -44,22 +44,37 @@ def intra_class_diversity(features: torch.Tensor, labels: np.ndarray | torch.Ten
     return float(np.mean(per_class))
 
 
-def classifier_metrics(model: torch.nn.Module, mean, std, generated: np.ndarray,
-                       generated_labels: np.ndarray, real: np.ndarray, real_labels: np.ndarray,
-                       num_classes: int, device: torch.device,
-                       batch_size: int) -> tuple[dict, dict[str, np.ndarray]]:
-    """Accuracy, Fréchet distance and diversity of generated vs real images, by the classifier
-    -> (metrics, per-class accuracy {"generated": (K,), "real": (K,)})."""
-    gen_features, gen_logits = classifier_features(model, generated, mean, std, device, batch_size)
-    real_features, real_logits = classifier_features(model, real, mean, std, device, batch_size)
-    per_class = {"generated": per_class_accuracy(gen_logits, generated_labels, num_classes),
-                 "real": per_class_accuracy(real_logits, real_labels, num_classes)}
-    metrics = {
-        "classifier_accuracy_generated": accuracy(gen_logits, generated_labels),
-        "classifier_accuracy_real": accuracy(real_logits, real_labels),
-        "worst_class_accuracy_generated": float(np.nanmin(per_class["generated"])),
-        "classifier_fid": feature_frechet_distance(gen_features, real_features),
-        "diversity": {"generated": intra_class_diversity(gen_features, generated_labels),
-                      "real": intra_class_diversity(real_features, real_labels)},
-    }
-    return metrics, per_class
+class ClassifierJudge:
+    """The classifier as a judge of generated images. Its view of the real test set (features,
+    accuracy, diversity) is computed once, then compared with each set of generated images."""
+
+    def __init__(self, model: torch.nn.Module, mean, std, real: np.ndarray,
+                 real_labels: np.ndarray, num_classes: int, device: torch.device,
+                 batch_size: int):
+        self.model, self.mean, self.std = model, mean, std
+        self.num_classes, self.device, self.batch_size = num_classes, device, batch_size
+        self.real_features, real_logits = self.features(real)
+        self.real_accuracy = accuracy(real_logits, real_labels)
+        self.real_per_class = per_class_accuracy(real_logits, real_labels, num_classes)
+        self.real_diversity = intra_class_diversity(self.real_features, real_labels)
+
+    def features(self, images: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        return classifier_features(self.model, images, self.mean, self.std, self.device,
+                                   self.batch_size)
+
+    def __call__(self, generated: np.ndarray,
+                 labels: np.ndarray) -> tuple[dict, dict[str, np.ndarray]]:
+        """Accuracy, Fréchet distance and diversity of `generated` (conditioned on `labels`) vs
+        the real images -> (metrics, per-class accuracy {"generated": (K,), "real": (K,)})."""
+        features, logits = self.features(generated)
+        per_class = {"generated": per_class_accuracy(logits, labels, self.num_classes),
+                     "real": self.real_per_class}
+        metrics = {
+            "classifier_accuracy_generated": accuracy(logits, labels),
+            "classifier_accuracy_real": self.real_accuracy,
+            "worst_class_accuracy_generated": float(np.nanmin(per_class["generated"])),
+            "classifier_fid": feature_frechet_distance(features, self.real_features),
+            "diversity": {"generated": intra_class_diversity(features, labels),
+                          "real": self.real_diversity},
+        }
+        return metrics, per_class

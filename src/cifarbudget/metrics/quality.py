@@ -20,7 +20,7 @@ from tqdm import tqdm
 from cifarbudget.config import Params
 from cifarbudget.data.prepared import PreparedData
 from cifarbudget.errors import UserError
-from cifarbudget.metrics.classifier_metrics import classifier_metrics
+from cifarbudget.metrics.classifier_metrics import ClassifierJudge
 from cifarbudget.metrics.fid import (InceptionFeatures, feature_frechet_distance,
                                      inception_features, kernel_inception_distance)
 from cifarbudget.models.generator import load_snapshot
@@ -32,7 +32,7 @@ INCEPTION_COLUMNS = ("fid_subset", "kid_subset")
 
 
 def snapshot_quality(params: Params, snapshots: list[Path], data: PreparedData,
-                     classifier: torch.nn.Module, mean, std, inception: torch.nn.Module | None,
+                     judge: ClassifierJudge, inception: torch.nn.Module | None,
                      reference: InceptionFeatures | None, device: torch.device) -> list[dict]:
     """One row per snapshot, in training order: the step and its quality metrics."""
     rows = []
@@ -44,10 +44,7 @@ def snapshot_quality(params: Params, snapshots: list[Path], data: PreparedData,
         draws = evaluation_draws(params.sample.count, data.num_classes, network.z_dim,
                                  params.sample.seed)
         images = generate(network, draws, params.sample.batch_size, device, f"step {step}")
-        labels = draws.classes.numpy()
-        judged, _ = classifier_metrics(classifier, mean, std, images, labels, data.test_images,
-                                       data.test_labels, data.num_classes, device,
-                                       params.evaluate.batch_size)
+        judged, _ = judge(images, draws.classes.numpy())
         row = {"step": step, **{k: judged[k] for k in QUALITY_COLUMNS[1:-1]},
                "diversity_generated": judged["diversity"]["generated"]}
         if inception is not None:

@@ -7,7 +7,7 @@ import torch
 from cifarbudget.config import EvaluateParams
 from cifarbudget.data.prepared import PreparedData
 from cifarbudget.errors import UserError
-from cifarbudget.metrics.classifier_metrics import classifier_metrics
+from cifarbudget.metrics.classifier_metrics import ClassifierJudge
 from cifarbudget.metrics.fid import (SKIP, InceptionFeatures, inception_features,
                                      inception_metrics)
 from cifarbudget.metrics.lpips import lpips_metric
@@ -36,7 +36,7 @@ def test_set_features(inception: torch.nn.Module | None, data: PreparedData, bat
 
 def evaluate_samples(params: EvaluateParams, images: np.ndarray, labels: np.ndarray,
                      data: PreparedData, inception: torch.nn.Module | None,
-                     reference: InceptionFeatures | None, classifier: torch.nn.Module, mean, std,
+                     reference: InceptionFeatures | None, judge: ClassifierJudge,
                      device: torch.device) -> tuple[dict, dict[str, np.ndarray]]:
     """Inception, classifier and LPIPS metrics of the generated `images` vs the test set
     (`reference`: its Inception features) -> (metrics, the classifier's per-class accuracy
@@ -56,9 +56,7 @@ def evaluate_samples(params: EvaluateParams, images: np.ndarray, labels: np.ndar
         # The counts are of features actually extracted: no image dropped or repeated.
         inception_part = inception_metrics(generated, reference, params.seed)
         counts = {"generated_count": len(generated), "reference_count": len(reference)}
-    judged, per_class = classifier_metrics(classifier, mean, std, images, labels,
-                                           data.test_images, data.test_labels, data.num_classes,
-                                           device, params.batch_size)
+    judged, per_class = judge(images, labels)
     metrics = {
         **inception_part,
         **judged,
