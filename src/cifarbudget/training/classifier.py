@@ -157,9 +157,10 @@ class ClassifierTrainer:
         self.test_images = torch.from_numpy(data.test_images).to(device)
         self.test_labels = torch.from_numpy(data.test_labels)
         # Alternating flip: image i is mirrored in epochs e with flip_start[i] + e odd.
-        self.flip_start = torch.randint(0, 2, (len(self.labels),), device=device,
-                                        generator=stateless_generator(seed, FLIP_STREAM,
-                                                                      device=device))
+        self.flip_start = (torch.randint(0, 2, (len(self.labels),), device=device,
+                                         generator=stateless_generator(seed, FLIP_STREAM,
+                                                                       device=device))
+                           if params.augment.flip and params.augment.alternating_flip else None)
         self.data = data
         self.means = RunningMeans(("train_loss", "correct"), device)
         self.step = 0
@@ -183,7 +184,7 @@ class ClassifierTrainer:
             group["lr"] = lr * group["lr_scale"]
         rows = self.batches(self.step)
         flips = None
-        if augment.flip and augment.alternating_flip:
+        if self.flip_start is not None:
             flips = (self.flip_start[rows] + self.step // self.batches.per_epoch) % 2 == 1
         batch = augment_batch(self.images[rows].permute(0, 3, 1, 2), augment,
                               stateless_generator(self.seed, AUGMENT_STREAM, self.step,
