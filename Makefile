@@ -17,11 +17,12 @@ run: install
 	dvc repro
 
 # One worker per core, a test file to a worker (its module fixtures are built once); each test
-# runs on one thread, so the workers do not fight over the cores.
+# runs on one thread, so the workers do not fight over the cores. The ten slowest tests are
+# listed at the end: the suite should stay under about 15 minutes on 2 cores.
 PYTEST_WORKERS ?= auto
 
 test: install
-	pytest -q -n $(PYTEST_WORKERS) --dist loadfile
+	pytest -q -n $(PYTEST_WORKERS) --dist loadfile --durations=10
 
 test-fast: install
 	pytest -q -n $(PYTEST_WORKERS) --dist loadfile -m "not slow"
