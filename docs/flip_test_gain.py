@@ -25,7 +25,7 @@ def main() -> None:
     labels = torch.from_numpy(data.test_labels)
     for path in args.models:
         model, mean, std = load_classifier(path, device)
-        scores = {flip: evaluate(model, data.test_images, labels, mean, std, device, True, flip)
+        scores = {flip: evaluate(model, data.test_images, labels, mean, std, device, flip)
                   for flip in (False, True)}
         (plain_loss, plain_acc), (flip_loss, flip_acc) = scores[False], scores[True]
         print(f"{path}: test accuracy {plain_acc:.2%} without flip_test, {flip_acc:.2%} with it "

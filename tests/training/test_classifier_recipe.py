@@ -72,7 +72,7 @@ def test_the_weight_average_is_evaluated_and_saved(data, tmp_path):
     raw = trainer.model.state_dict()
     assert not torch.equal(saved["head.weight"], raw["head.weight"])  # an average, not the last
     loss, accuracy = evaluate(trainer.ema_model, data.test_images, torch.from_numpy(data.test_labels),
-                              data.mean, data.std, CPU, False, True)
+                              data.mean, data.std, CPU, True)
     assert (result.final["test_loss"], result.final["test_acc"]) == (loss, accuracy)
 
 
@@ -110,9 +110,9 @@ def test_translate_test_averages_the_flipped_and_translated_views(data):
     views += [translated(v, s) for v in views for s in (1, -1)]
     logits = sum(classifier_features(model, v, data.mean, data.std, CPU)[1] for v in views) / 6
     expected = torch.nn.functional.cross_entropy(logits, labels).item()
-    loss, _ = evaluate(model, images, labels, data.mean, data.std, CPU, False, True, True)
+    loss, _ = evaluate(model, images, labels, data.mean, data.std, CPU, True, True)
     assert loss == pytest.approx(expected, rel=1e-6)
-    assert loss != pytest.approx(evaluate(model, images, labels, data.mean, data.std, CPU, False,
+    assert loss != pytest.approx(evaluate(model, images, labels, data.mean, data.std, CPU,
                                           True)[0], rel=1e-6)
 
 

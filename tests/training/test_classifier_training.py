@@ -148,10 +148,10 @@ def test_flip_test_scores_the_mean_logits_of_each_image_and_its_mirror(data):
     mean_logits = (logits_of(images) + logits_of(mirrored)) / 2
     expected_loss = torch.nn.functional.cross_entropy(mean_logits, labels).item()
     expected_acc = (mean_logits.argmax(1) == labels).float().mean().item()
-    loss, acc = evaluate(model, images, labels, data.mean, data.std, CPU, False, flip_test=True)
+    loss, acc = evaluate(model, images, labels, data.mean, data.std, CPU, flip_test=True)
     assert loss == pytest.approx(expected_loss, rel=1e-5) and acc == pytest.approx(expected_acc)
 
-    plain_loss, _ = evaluate(model, images, labels, data.mean, data.std, CPU, False,
+    plain_loss, _ = evaluate(model, images, labels, data.mean, data.std, CPU,
                              flip_test=False)
     assert plain_loss == pytest.approx(
         torch.nn.functional.cross_entropy(logits_of(images), labels).item(), rel=1e-5)

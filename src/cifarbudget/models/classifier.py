@@ -13,7 +13,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from cifarbudget.device import autocast
 from cifarbudget.io import load_checkpoint, reading
 from cifarbudget.models.saved import build_saved
 
@@ -169,19 +168,20 @@ def load_classifier(path: str | Path, device: torch.device | str = "cpu"):
 
 @torch.no_grad()
 def classifier_features(model: nn.Module, images: np.ndarray | torch.Tensor, mean, std,
-                        device: torch.device | str, batch_size: int = 500,
-                        bf16: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                        device: torch.device | str, batch_size: int = 500
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
     """Classify uint8 (N, H, W, C) images in batches -> (features (N, F), logits (N, K)),
-    float32 on the CPU. The model is used as given (call .eval() first)."""
+    float32 on the CPU. The model is used as given (call .eval() first). Always in fp32, even
+    where training ran under bf16 autocast: every reported accuracy and loss is the one any
+    machine computes from the saved model."""
     device = torch.device(device)
     images = torch.as_tensor(images)
     normalize = Normalize(mean, std, device)
     features, logits = [], []
     for start in range(0, len(images), batch_size):
         batch = images[start:start + batch_size].to(device).permute(0, 3, 1, 2)
-        with autocast(device, bf16):
-            feats = model.features(normalize(batch))
-            out = model.head(feats)
-        features.append(feats.float().cpu())
-        logits.append(out.float().cpu())
+        feats = model.features(normalize(batch))
+        out = model.head(feats)
+        features.append(feats.cpu())
+        logits.append(out.cpu())
     return torch.cat(features), torch.cat(logits)

@@ -88,9 +88,9 @@ def translated(images: torch.Tensor, shift: int) -> torch.Tensor:
 
 
 def evaluate(model: SeparableResNet, images, labels: torch.Tensor, mean, std,
-             device: torch.device, bf16: bool, flip_test: bool,
+             device: torch.device, flip_test: bool,
              translate_test: bool = False) -> tuple[float, float]:
-    """Cross-entropy (without label smoothing) and accuracy over a whole split. With
+    """Cross-entropy (without label smoothing) and accuracy over a whole split, in fp32. With
     `flip_test`, the logits are the mean over each image and its mirror image: the model
     was trained on random flips, so both views are equally its inputs; `translate_test`
     adds each view moved by one pixel down-right and up-left (the crops it trained on)."""
@@ -100,7 +100,7 @@ def evaluate(model: SeparableResNet, images, labels: torch.Tensor, mean, std,
     views = [images, images.flip(2)] if flip_test else [images]  # NHWC: dim 2 is the width
     if translate_test:
         views += [translated(view, shift) for view in views for shift in (1, -1)]
-    logits = sum(classifier_features(model, view, mean, std, device, EVAL_BATCH_SIZE, bf16)[1]
+    logits = sum(classifier_features(model, view, mean, std, device, EVAL_BATCH_SIZE)[1]
                  for view in views) / len(views)
     model.train(was_training)
     labels = labels.cpu()
@@ -212,8 +212,8 @@ class ClassifierTrainer:
         split (the test set, or the validation images held out of training)."""
         c = self.params.classifier
         loss, accuracy = evaluate(self.evaluated_model, self.test_images, self.test_labels,
-                                  self.data.mean, self.data.std, self.device, c.bf16,
-                                  c.flip_test, c.translate_test)
+                                  self.data.mean, self.data.std, self.device, c.flip_test,
+                                  c.translate_test)
         return {"epoch": round(self.step / self.batches.per_epoch, 3),
                 "lr": learning_rate(self.step - 1, c.lr, c.warmup, c.steps, c.schedule),
                 "train_loss": means["train_loss"], "train_acc": means["correct"] / c.batch_size,
