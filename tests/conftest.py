@@ -166,6 +166,18 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(scope="module", params=["bf16", "fp32"])
+def each_precision(request):
+    """The module's tests run under bf16 autocast, then in fp32, whatever this CPU computes
+    natively (bf16 is emulated where it has no bf16 units): the results that depend on the
+    precision are checked in both on every machine."""
+    from cifarbudget.device import FORCE_PRECISION
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(FORCE_PRECISION, request.param)
+        yield request.param
+
+
 @pytest.fixture
 def prepared_dir(tmp_path) -> Path:
     return write_prepared(tmp_path / "data" / "prepared")

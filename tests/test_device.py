@@ -4,8 +4,10 @@ import sys
 import pytest
 import torch
 
-from cifarbudget.device import (autocast, autocast_dtype, exact_float32, pick_device, precision,
-                                seed_everything, stateless_generator)
+from cifarbudget.device import (FORCE_PRECISION, autocast, autocast_dtype, exact_float32,
+                                pick_device, precision, seed_everything, stateless_generator)
+from cifarbudget.errors import UserError
+from cifarbudget import device as device_module
 
 
 def test_stateless_generator_depends_only_on_keys():
@@ -39,6 +41,46 @@ def test_bf16_autocast_only_on_gpus_that_compute_bf16_natively(gpu, expected, mo
     words = precision(cuda)
     assert words.startswith("bf16" if expected else f"fp32 (no native bf16: compute "
                                                       f"capability {GPUS[gpu][0]}.{GPUS[gpu][1]}")
+
+
+CPUS = {"AMX": {"avx512f", "amx_tile", "amx_bf16", "avx512_bf16"},
+        "AVX512-BF16": {"avx2", "avx512f", "avx512_bf16"}, "AVX2 only": {"avx", "avx2", "fma"}}
+
+
+@pytest.mark.parametrize("cpu, expected", [("AMX", torch.bfloat16),
+                                           ("AVX512-BF16", torch.bfloat16), ("AVX2 only", None)])
+def test_bf16_autocast_only_on_cpus_with_bf16_matrix_units(cpu, expected, monkeypatch):
+    """By the flags the OS reports for the CPU (patched: the suite runs on any kind)."""
+    monkeypatch.delenv(FORCE_PRECISION, raising=False)
+    monkeypatch.setattr(device_module, "cpu_flags", lambda: CPUS[cpu])
+    cpu_device = torch.device("cpu")
+    assert autocast_dtype(cpu_device) == expected
+    assert autocast_dtype(cpu_device, enabled=False) is None
+    assert precision(cpu_device) == ("bf16 autocast" if expected else
+                                     "fp32 (no native bf16 on this CPU: no AMX, no AVX512-BF16)")
+
+
+def test_the_cpu_flags_are_those_the_os_reports():
+    flags = device_module.cpu_flags()
+    assert {"sse2", "fpu"} <= flags or not os.path.exists("/proc/cpuinfo")
+
+
+@pytest.mark.parametrize("forced, expected", [("bf16", torch.bfloat16), ("fp32", None)])
+def test_the_precision_can_be_forced_whatever_the_machine(forced, expected, monkeypatch):
+    monkeypatch.setenv(FORCE_PRECISION, forced)
+    for device in (torch.device("cpu"), torch.device("cuda")):
+        assert autocast_dtype(device) == expected
+        assert autocast_dtype(device, enabled=False) is None  # params' bf16: false still wins
+        assert precision(device).endswith(f"(forced by {FORCE_PRECISION})")
+    x = torch.randn(4, 4)
+    with autocast(torch.device("cpu")):
+        assert (x @ x).dtype == (expected or torch.float32)
+
+
+def test_a_bad_forced_precision_is_one_clear_error(monkeypatch):
+    monkeypatch.setenv(FORCE_PRECISION, "fp16")
+    with pytest.raises(UserError, match=f"{FORCE_PRECISION}='fp16': expected bf16, fp32 or empty"):
+        autocast_dtype(torch.device("cpu"))
 
 
 def test_sampling_and_evaluation_turn_tf32_off():

@@ -4,12 +4,14 @@ script runs (followed statically through the imports, for every generator.model)
 from __future__ import annotations
 
 import ast
+import hashlib
 import re
 from pathlib import Path
 
 import pytest
 import yaml
 
+from cifarbudget.stage_code import stage_code, stage_deps
 from tests.conftest import REPO
 
 PACKAGE = "cifarbudget"
@@ -91,10 +93,6 @@ def stages_for(dvc_yaml: str, model: str) -> dict:
     return yaml.safe_load(dvc_yaml.replace("${generator.model}", model))["stages"]
 
 
-def dep_paths(stage: dict) -> list[str]:
-    return [next(iter(d)) if isinstance(d, dict) else d for d in stage.get("deps", [])]
-
-
 def undeclared_code(root: Path) -> list[str]:
     """'stage (model): file' for each project file a stage runs but does not list in its deps."""
     text = (root / "dvc.yaml").read_text()
@@ -102,7 +100,7 @@ def undeclared_code(root: Path) -> list[str]:
     for model in GENERATOR_MODELS:
         for name, stage in stages_for(text, model).items():
             (script,) = re.findall(r"\bstages/\S+\.py\b", stage["cmd"])
-            deps = [root / d for d in dep_paths(stage)]
+            deps = [root / d for d in stage_deps(text, name, model)]
             for file in sorted(code_run_by(root / script, root, model)):
                 if not any(file == d or d in file.parents for d in deps):
                     missing.append(f"{name} ({model}): {file.relative_to(root)}")
@@ -143,5 +141,21 @@ def test_the_check_follows_the_import_of_the_chosen_model_by_name(tmp_path):
 
 @pytest.mark.parametrize("model", GENERATOR_MODELS)
 def test_deps_stay_narrow_no_stage_depends_on_all_of_src(model):
-    for name, stage in stages_for((REPO / "dvc.yaml").read_text(), model).items():
-        assert not {"src", "src/cifarbudget"} & set(dep_paths(stage)), name
+    text = (REPO / "dvc.yaml").read_text()
+    for name in stages_for(text, model):
+        assert not {"src", "src/cifarbudget"} & set(stage_deps(text, name, model)), name
+
+
+@pytest.mark.parametrize("model", GENERATOR_MODELS)
+@pytest.mark.parametrize("stage", ["train_classifier", "train_generator"])
+def test_a_training_run_is_identified_by_every_file_its_stage_runs(stage, model):
+    """The resume fingerprint's code (stage_code) is the stage's code deps: it holds every file
+    the stage's script imports, and nothing outside src/ and stages/."""
+    script = REPO / re.findall(r"\bstages/\S+\.py\b",
+                               stages_for((REPO / "dvc.yaml").read_text(), model)[stage]["cmd"])[0]
+    code = stage_code(stage, model, REPO)
+    run = {file.relative_to(REPO).as_posix() for file in code_run_by(script, REPO, model)}
+    assert run <= code.keys()
+    assert all(path.startswith(("src/", "stages/")) for path in code)
+    assert code["src/cifarbudget/training/loop.py"] == hashlib.sha256(
+        (REPO / "src/cifarbudget/training/loop.py").read_bytes()).hexdigest()

@@ -6,9 +6,12 @@ import ctypes
 import os
 import random
 import resource
+from pathlib import Path
 
 import numpy as np
 import torch
+
+from cifarbudget.errors import UserError
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
 
@@ -25,27 +28,68 @@ def pick_device() -> torch.device:
 NATIVE_BF16_CAPABILITY = (8, 0)
 
 
+# The precision decision can be forced, e.g. to run the tests in both precisions on any CPU:
+# "bf16" takes the autocast path even where bf16 is emulated (slower, same code), "fp32" never
+# does. Unset or empty: follow the hardware. The params' `bf16: false` always means fp32.
+FORCE_PRECISION = "CIFARBUDGET_FORCE_PRECISION"
+
+
+def forced_precision() -> str | None:
+    """"bf16", "fp32" or None (follow the hardware), from the environment."""
+    value = os.environ.get(FORCE_PRECISION, "")
+    if value not in ("", "bf16", "fp32"):
+        raise UserError(f"{FORCE_PRECISION}={value!r}: expected bf16, fp32 or empty; unset it "
+                        f"to follow the hardware")
+    return value or None
+
+
+BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo names of bf16 matrix units
+
+
+def cpu_flags() -> set[str]:
+    """The instruction-set flags the OS reports for this CPU (empty where there is no
+    /proc/cpuinfo: then nothing is assumed)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    return {flag for line in text.splitlines() if line.startswith("flags")
+            for flag in line.split(":", 1)[1].split()}
+
+
+def cpu_computes_bf16() -> bool:
+    """Whether this CPU has bf16 matrix units (AMX or AVX512-BF16): elsewhere bf16 is emulated
+    and slower than fp32."""
+    return not cpu_flags().isdisjoint(BF16_CPU_FLAGS)
+
+
 def native_bf16(device: torch.device) -> bool:
     """Whether `device` computes bf16 natively, so that bf16 autocast pays."""
     if device.type == "cuda":
         return torch.cuda.get_device_capability(device) >= NATIVE_BF16_CAPABILITY
-    # On the CPU bf16 pays only with native bf16 matrix units (AMX or AVX512-BF16);
-    # elsewhere it is emulated and slower than fp32.
-    cap = torch.backends.cpu.get_cpu_capability()
-    return "AMX" in cap.upper() or torch.cpu._is_avx512_bf16_supported()
+    return cpu_computes_bf16()
 
 
 def autocast_dtype(device: torch.device, enabled: bool = True) -> torch.dtype | None:
-    """bf16 when asked for (the `bf16` params) and native on `device`; None means fp32."""
-    return torch.bfloat16 if enabled and native_bf16(device) else None
+    """bf16 when asked for (the `bf16` params) and native on `device` (or forced); None means
+    fp32."""
+    if not enabled:
+        return None
+    forced = forced_precision()
+    if forced is not None:
+        return torch.bfloat16 if forced == "bf16" else None
+    return torch.bfloat16 if native_bf16(device) else None
 
 
 def precision(device: torch.device, enabled: bool = True) -> str:
     """The training precision on `device`, in words, for the log and the run's diagnostics."""
-    if autocast_dtype(device, enabled) is not None:
-        return "bf16 autocast"
     if not enabled:
         return "fp32 (bf16 switched off in params.yaml)"
+    forced = forced_precision()
+    if forced is not None:
+        return f"{'bf16 autocast' if forced == 'bf16' else 'fp32'} (forced by {FORCE_PRECISION})"
+    if autocast_dtype(device, enabled) is not None:
+        return "bf16 autocast"
     if device.type == "cuda":
         major, minor = torch.cuda.get_device_capability(device)
         return f"fp32 (no native bf16: compute capability {major}.{minor} < 8.0)"

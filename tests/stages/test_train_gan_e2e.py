@@ -118,3 +118,25 @@ def test_dvc_repro_train_generator_from_a_local_archive(repo_copy, tmp_path):
     assert "resuming from checkpoints/gan/checkpoint.pt at step 10" in out.stdout
     metrics = json.loads((repo_copy / "metrics/gan_training.json").read_text())
     assert metrics["steps"] == 12 and metrics["updates"]["generator"] == 12
+
+    # An edit of code the stage does not run: nothing to rerun, and a forced rerun resumes.
+    model_file = repo_copy / "models/gan/gan.pt"
+    trained = model_file.read_bytes()
+    fid = repo_copy / "src/cifarbudget/metrics/fid.py"
+    fid.write_text(fid.read_text() + "\n# an edit of code that train_generator does not run\n")
+    assert "up to date" in run(["dvc", "status", "train_generator"], repo_copy).stdout
+    out = run(["dvc", "repro", "--force", "--single-item", "train_generator"], repo_copy)
+    assert "resuming from checkpoints/gan/checkpoint.pt at step 12 of 12" in out.stdout
+    assert model_file.read_bytes() == trained
+
+    # An edit of code the stage runs: `dvc repro` reruns it, and the rerun trains anew.
+    losses = repo_copy / "src/cifarbudget/training/losses.py"
+    text = losses.read_text()
+    assert "F.relu(1 - scores.float())" in text
+    losses.write_text(text.replace("F.relu(1 - scores.float())", "F.relu(2 - scores.float())"))
+    out = run(["dvc", "repro", "train_generator"], repo_copy)
+    assert ("checkpoints/gan/checkpoint.pt: written by other code "
+            "(src/cifarbudget/training/losses.py changed): starting over") in out.stderr
+    assert "resuming" not in out.stdout
+    assert model_file.read_bytes() != trained
+    assert json.loads((repo_copy / "metrics/gan_training.json").read_text())["steps"] == 12

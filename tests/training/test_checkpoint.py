@@ -5,7 +5,7 @@ import torch
 
 from cifarbudget.errors import UserError
 from cifarbudget.io import load_checkpoint, save_checkpoint
-from cifarbudget.training.loop import resume_state
+from cifarbudget.training.loop import RunId, resume_state
 
 CPU = torch.device("cpu")
 
@@ -15,33 +15,64 @@ class Boom:
         return (exec, ("import pathlib; pathlib.Path('PWNED').write_text('x')",))
 
 
+CODE = {"stages/train.py": "aa", "src/cifarbudget/training/losses.py": "bb"}
+
+
+def run_id(fingerprint: str, device: str = "cpu", precision: str = "fp32",
+           code: dict = CODE) -> RunId:
+    return RunId(fingerprint, device, precision, code)
+
+
+def written_by(path, run: RunId, **extra) -> None:
+    save_checkpoint(path, {"fingerprint": run.fingerprint, "device": run.device,
+                           "precision": run.precision, "code": run.code, **extra})
+
+
 def test_round_trip_and_fingerprint_gate(tmp_path):
     path = tmp_path / "ck.pt"
-    fp = "run-a"
-    save_checkpoint(path, {"fingerprint": fp, "device": "cpu", "step": 7, "w": torch.arange(3)})
-    state = resume_state(path, fp, CPU)
+    written_by(path, run_id("run-a"), step=7, w=torch.arange(3))
+    state = resume_state(path, run_id("run-a"))
     assert state["step"] == 7 and torch.equal(state["w"], torch.arange(3))
-    assert resume_state(path, "run-b", CPU) is None
-    assert resume_state(tmp_path / "none.pt", fp, CPU) is None
+    assert resume_state(path, run_id("run-b")) is None
+    assert resume_state(tmp_path / "none.pt", run_id("run-a")) is None
 
 
-def test_a_checkpoint_of_another_device_is_not_resumed_and_the_message_says_why(tmp_path, capsys):
+@pytest.mark.parametrize("theirs, why", [
+    (run_id("a", device="cuda"),
+     "written on cuda, this run is on cpu (whose random draws differ)"),
+    (run_id("a", precision="bf16"), "written in bf16, this run computes in fp32"),
+    (run_id("a", code={**CODE, "src/cifarbudget/training/losses.py": "cc"}),
+     "written by other code (src/cifarbudget/training/losses.py changed)"),
+    (run_id("a", code={"stages/train.py": "aa"}),
+     "written by other code (src/cifarbudget/training/losses.py changed)"),
+    (run_id("a"), "saved by a different configuration"),
+], ids=["device", "precision", "code-changed", "code-added", "settings"])
+def test_a_checkpoint_of_another_run_is_not_resumed_and_the_message_says_why(
+        tmp_path, capsys, theirs, why):
     path = tmp_path / "ck.pt"
-    save_checkpoint(path, {"fingerprint": "run-on-cuda", "device": "cuda"})
-    assert resume_state(path, "run-on-cpu", CPU) is None
-    assert "written on cuda, this run is on cpu" in capsys.readouterr().err
+    written_by(path, theirs)
+    assert resume_state(path, run_id("b")) is None
+    assert capsys.readouterr().err == f"{path}: {why}: starting over\n"
 
 
-def test_the_resume_fingerprints_cover_the_device_type(tmp_path):
+def test_the_resume_fingerprints_cover_device_precision_and_code(tmp_path, monkeypatch):
     from cifarbudget.config import GanParams, as_dict
     from cifarbudget.data.prepared import load_prepared
-    from cifarbudget.training.loop import run_fingerprint
+    from cifarbudget.device import FORCE_PRECISION
+    from cifarbudget.training.loop import identify_run
     from tests.conftest import write_prepared
 
+    monkeypatch.delenv(FORCE_PRECISION, raising=False)
     data = load_prepared(write_prepared(tmp_path / "prepared"))
     settings = {"gan": as_dict(GanParams())}
-    assert (run_fingerprint(settings, data, CPU)
-            != run_fingerprint(settings, data, torch.device("cuda")))
+    base = identify_run(settings, data, CPU, False, CODE)
+    assert base == identify_run(settings, data, CPU, False, dict(CODE))
+    assert base.fingerprint != identify_run(settings, data, torch.device("cuda"), False,
+                                            CODE).fingerprint
+    monkeypatch.setenv(FORCE_PRECISION, "bf16")
+    assert base.fingerprint != identify_run(settings, data, CPU, True, CODE).fingerprint
+    assert base.fingerprint != identify_run(settings, data, CPU, False,
+                                            {**CODE, "stages/train.py": "ab"}).fingerprint
 
 
 def test_checkpoint_with_code_is_refused_and_not_run(tmp_path, monkeypatch):

@@ -15,7 +15,8 @@ from cifarbudget.training.classifier import (ClassifierTrainer, evaluate, learni
                                              train_seed, translated)
 
 CPU = torch.device("cpu")
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+# Resumes, evaluations and saved models are compared exactly: in both precisions.
+pytestmark = pytest.mark.usefixtures("one_torch_thread", "each_precision")
 
 
 def tiny_params(augment: AugmentParams = AugmentParams(), **classifier) -> Params:

@@ -8,8 +8,9 @@ import cifarbudget.training.loop as loop
 from cifarbudget.config import BudgetParams, ClassifierParams, Params
 from cifarbudget.data.prepared import load_prepared
 from cifarbudget.errors import UserError
-from cifarbudget.io import load_checkpoint
-from cifarbudget.models.classifier import build_classifier, classifier_features
+from cifarbudget.io import load_checkpoint, save_checkpoint
+from cifarbudget.metrics.classifier_metrics import ClassifierJudge
+from cifarbudget.models.classifier import build_classifier, classifier_features, load_classifier
 from cifarbudget.paths import TrainingFiles
 from cifarbudget.training.budget import BudgetExceeded, UpdateCap
 from cifarbudget.training.classifier import (diagnostics, evaluate, learning_rate,
@@ -29,7 +30,8 @@ def tiny_params(budget_steps: int = 10_000, budget_params: int = 100_000, **clas
                   classifier=ClassifierParams(**settings))
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+# Resumes, evaluations and saved models are compared exactly: in both precisions.
+pytestmark = pytest.mark.usefixtures("one_torch_thread", "each_precision")
 
 
 @pytest.fixture
@@ -156,6 +158,26 @@ def test_flip_test_scores_the_mean_logits_of_each_image_and_its_mirror(data):
     assert plain_loss == pytest.approx(
         torch.nn.functional.cross_entropy(logits_of(images), labels).item(), rel=1e-5)
     assert plain_loss != pytest.approx(loss, rel=1e-5)  # the mirror views do change the score
+
+
+@pytest.mark.parametrize("flip_test", [False, True])
+def test_the_reported_accuracy_is_what_the_saved_model_scores_on_any_machine(
+        data, tmp_path, each_precision, flip_test):
+    """Training may run under bf16; its evaluation, in the history and the metrics, is the fp32
+    one that a standalone evaluation of the saved model file and the evaluate stage compute."""
+    result = train_seed(0, data, tiny_params(flip_test=flip_test), CPU,
+                        TrainingFiles(tmp_path / "c.pt"))
+    save_checkpoint(tmp_path / "seed_0.pt", result.model_file)
+    model, mean, std = load_classifier(tmp_path / "seed_0.pt")
+    views = [data.test_images, data.test_images[:, :, ::-1].copy()][:1 + flip_test]
+    logits = sum(classifier_features(model, view, mean, std, CPU)[1] for view in views) / len(views)
+    labels = torch.from_numpy(data.test_labels)
+    assert result.final["test_loss"] == torch.nn.functional.cross_entropy(logits, labels).item()
+    assert result.final["test_acc"] == (logits.argmax(1) == labels).float().mean().item()
+    judge = ClassifierJudge(model, mean, std, data.test_images, data.test_labels,
+                            data.num_classes, CPU, batch_size=50)
+    if not flip_test:  # the evaluate stage scores the images as they are
+        assert judge.real_accuracy == result.final["test_acc"]
 
 
 def test_resume_after_a_kill_continues_the_step_count_with_identical_weights(

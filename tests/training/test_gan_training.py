@@ -20,7 +20,8 @@ TINY_GAN = dict(z_dim=8, g_width=8, d_width=8, batch_size=16, steps=6, log_every
                 progress_every=6, checkpoint_every=3, snapshot_every=4)
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+# Resumes, evaluations and saved models are compared exactly: in both precisions.
+pytestmark = pytest.mark.usefixtures("one_torch_thread", "each_precision")
 
 
 def tiny_params(budget: BudgetParams = BudgetParams(), **gan) -> Params:
@@ -33,7 +34,7 @@ def data(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory, data):
+def uninterrupted(tmp_path_factory, data, each_precision):
     """A 6-step run with the tiny settings, done once for the comparisons below."""
     files = training_files_in(tmp_path_factory.mktemp("uninterrupted"), "gan")
     run = train_generator(tiny_params(), data, files)

@@ -17,7 +17,8 @@ from tests.conftest import assert_same_state, training_files_in, write_prepared
 TINY_VAE = dict(z_dim=8, encoder_width=8, decoder_width=8, batch_size=16, steps=6, log_every=2,
                 progress_every=6, checkpoint_every=3)
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+# Resumes, evaluations and saved models are compared exactly: in both precisions.
+pytestmark = pytest.mark.usefixtures("one_torch_thread", "each_precision")
 
 
 def tiny_params(budget: BudgetParams = BudgetParams(), **vae) -> Params:
@@ -31,7 +32,7 @@ def data(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory, data):
+def uninterrupted(tmp_path_factory, data, each_precision):
     folder = tmp_path_factory.mktemp("uninterrupted")
     train_generator(tiny_params(), data, training_files_in(folder, "vae"))
     return load_checkpoint(training_files_in(folder, "vae").checkpoint)

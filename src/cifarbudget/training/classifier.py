@@ -27,7 +27,8 @@ from cifarbudget.models.saved import skeleton
 from cifarbudget.paths import TrainingFiles
 from cifarbudget.training.budget import UpdateCap, check_param_budget, count_trainable
 from cifarbudget.training.ema import ema_decay, update_ema
-from cifarbudget.training.loop import EpochBatches, Every, RunningMeans, run_fingerprint, train
+from cifarbudget.stage_code import stage_code
+from cifarbudget.training.loop import EpochBatches, Every, RunningMeans, identify_run, train
 
 # stateless_generator keys of the augmentation draws and the alternating flips (0: the epochs)
 AUGMENT_STREAM, FLIP_STREAM = 1, 2
@@ -242,7 +243,8 @@ def train_seed(seed: int, data: PreparedData, params: Params, device: torch.devi
         data = hold_out_validation(data, c.validation_images, c.validation_seed)
     trainer = ClassifierTrainer(seed, data, params, device)
     result = train(trainer, c.steps, Every(log=c.eval_every, checkpoint=c.checkpoint_every),
-                   files, run_fingerprint(trainer.settings(), data, device),
+                   files, identify_run(trainer.settings(), data, device, c.bf16,
+                                       stage_code("train_classifier")),
                    f"classifier seed {seed}")
     return SeedResult(seed=seed, trainable_params=trainer.n_params, steps=trainer.step,
                       history=result.history,

@@ -19,8 +19,9 @@ from cifarbudget.data.prepared import PreparedData, to_tensor_nchw
 from cifarbudget.device import (memory_format, peak_memory_key, pick_device, precision,
                                 seed_everything)
 from cifarbudget.paths import TrainingFiles, generator_training_files
+from cifarbudget.stage_code import stage_code
 from cifarbudget.training.loop import (EpochBatches, Every, LoopResult, RunningMeans,
-                                       run_fingerprint, train)
+                                       identify_run, train)
 
 PROGRESS_ROWS, PROGRESS_PER_ROW = 10, 8
 
@@ -114,8 +115,8 @@ def train_generator(params: Params, data: PreparedData,
     every = Every(log=settings.log_every, checkpoint=settings.checkpoint_every,
                   progress=settings.progress_every, snapshot=settings.snapshot_every)
     # Nothing in these models' schedules depends on `steps`: raising it continues a run.
-    run_id = run_fingerprint({model: {k: v for k, v in as_dict(settings).items()
-                                      if k != "steps"}}, data, device)
+    run = identify_run({model: {k: v for k, v in as_dict(settings).items() if k != "steps"}},
+                       data, device, settings.bf16, stage_code("train_generator", model))
     loop = train(trainer, settings.steps, every, files or generator_training_files(model),
-                 run_id, f"train_{model}")
+                 run, f"train_{model}")
     return GenerativeRun(trainer, loop)

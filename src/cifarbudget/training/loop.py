@@ -29,12 +29,13 @@ import torch
 from tqdm import tqdm
 
 from cifarbudget.data.prepared import PreparedData
-from cifarbudget.device import (keep_freed_memory, peak_memory_mib, precision, stateless_generator,
-                                synchronize)
+from cifarbudget.device import (autocast_dtype, keep_freed_memory, peak_memory_mib, precision,
+                                stateless_generator, synchronize)
 from cifarbudget.errors import Interrupted, UserError
 from cifarbudget.io import load_checkpoint, save_checkpoint, write_csv
 from cifarbudget.paths import TrainingFiles
 from cifarbudget.plots.history import save_history_figure
+from cifarbudget.stage_code import changed_files
 
 EPOCH_STREAM = 0  # stateless_generator key of the epoch permutations; trainers use 1 and up
 # Settings that say only when to log or save: a checkpoint made under other values resumes.
@@ -93,33 +94,53 @@ class RunningMeans:
         self.counts.copy_(state["counts"])
 
 
-def run_fingerprint(settings: dict[str, dict], data: PreparedData, device: torch.device) -> str:
-    """The identity of a run: the trainer's settings less WHEN_KEYS, the data and the device
-    type (random draws differ between devices)."""
+@dataclass(frozen=True)
+class RunId:
+    """What a checkpoint must match to be resumed: the fingerprint of the run's settings, data,
+    device type, precision and code; the last three also on their own, to say what differs."""
+    fingerprint: str
+    device: str     # the device type: random draws differ between devices
+    precision: str  # "bf16" or "fp32": the arithmetic differs
+    code: dict[str, str]  # {path: sha256} of the project files the stage runs
+
+
+def identify_run(settings: dict[str, dict], data: PreparedData, device: torch.device,
+                 bf16: bool, code: dict[str, str]) -> RunId:
+    """The identity of a run: the trainer's settings less WHEN_KEYS, the data, the device type,
+    the precision it trains in and its code (stage_code.stage_code)."""
     labels = hashlib.sha256(np.ascontiguousarray(data.train_labels).tobytes()
                             + np.ascontiguousarray(data.test_labels).tobytes()).hexdigest()
+    arithmetic = "bf16" if autocast_dtype(device, bf16) is not None else "fp32"
     run = {"settings": {section: {k: v for k, v in values.items() if k not in WHEN_KEYS}
                         for section, values in settings.items()},
            "data": {"name": data.name, "classes": data.classes, "mean": data.mean,
                     "std": data.std, "labels": labels},
-           "device": device.type}
-    return hashlib.sha256(json.dumps(run, sort_keys=True).encode()).hexdigest()[:16]
+           "device": device.type, "precision": arithmetic, "code": code}
+    return RunId(hashlib.sha256(json.dumps(run, sort_keys=True).encode()).hexdigest()[:16],
+                 device.type, arithmetic, code)
 
 
-def resume_state(path: Path, run_id: str, device: torch.device) -> dict | None:
-    """The checkpoint at `path` if it belongs to run `run_id`, else None (start over); a
-    checkpoint another device wrote is not resumed, and the message says why."""
+def resume_state(path: Path, run: RunId) -> dict | None:
+    """The checkpoint at `path` if it belongs to `run`, else None (start over); a checkpoint
+    of another device, precision or code is not resumed, and the message says why."""
     if not path.exists():
         return None
     state = load_checkpoint(path)
-    if state.get("fingerprint") == run_id:
+    if state.get("fingerprint") == run.fingerprint:
         return state
-    written_on = state.get("device")
-    if written_on is not None and written_on != device.type:
-        print(f"{path}: written on {written_on}, this run is on {device.type} (whose random "
-              f"draws differ): starting over", file=sys.stderr)
+    written_on, written_in, written_by = (state.get(k) for k in ("device", "precision", "code"))
+    if written_on is not None and written_on != run.device:
+        why = (f"written on {written_on}, this run is on {run.device} (whose random draws "
+               f"differ)")
+    elif written_in is not None and written_in != run.precision:
+        why = f"written in {written_in}, this run computes in {run.precision}"
+    elif isinstance(written_by, dict) and written_by != run.code:
+        changed = changed_files({str(k): str(v) for k, v in written_by.items()}, run.code)
+        more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+        why = f"written by other code ({', '.join(changed[:3])}{more} changed)"
     else:
-        print(f"{path}: saved by a different configuration; starting over", file=sys.stderr)
+        why = "saved by a different configuration"
+    print(f"{path}: {why}: starting over", file=sys.stderr)
     return None
 
 
@@ -162,15 +183,15 @@ def due(step: int, every: int | None, last: bool) -> bool:
     return every is not None and (step % every == 0 or last)
 
 
-def train(trainer, steps: int, every: Every, files: TrainingFiles, run_id: str,
+def train(trainer, steps: int, every: Every, files: TrainingFiles, run: RunId,
           name: str) -> LoopResult:
-    """Resume from `files.checkpoint` if it is run `run_id`'s, then train up to `steps`.
+    """Resume from `files.checkpoint` if it is `run`'s, then train up to `steps`.
 
     Logs a history row every `every.log` steps (written to `files.history` if given), and
     saves the figures, snapshots and checkpoint at their intervals, all of them at the end.
     """
     device = trainer.device
-    state = resume_state(files.checkpoint, run_id, device)
+    state = resume_state(files.checkpoint, run)
     if state is not None and state["step"] > steps:
         tqdm.write(f"{name}: the checkpoint is at step {state['step']}, past the {steps} "
                    f"steps asked for; starting over")
@@ -191,7 +212,8 @@ def train(trainer, steps: int, every: Every, files: TrainingFiles, run_id: str,
         saved_clock = {**clock, "wall_seconds": wall_before + time.perf_counter() - started,
                        "peak_memory_mib": max(clock["peak_memory_mib"], peak_memory_mib(device))}
         save_checkpoint(files.checkpoint, {
-            **trainer.state_dict(), "fingerprint": run_id, "device": device.type,
+            **trainer.state_dict(), "fingerprint": run.fingerprint, "device": run.device,
+            "precision": run.precision, "code": run.code,
             "history": history, "running_means": trainer.means.state_dict(),
             "clock": saved_clock})
         saved_step = trainer.step
