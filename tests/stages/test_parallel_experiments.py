@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -18,16 +19,24 @@ EXPERIMENTS = {"lr-low": 0.05, "lr-high": 0.4}
 
 
 class TrainingProcessWatch(threading.Thread):
-    """Counts, every 0.1 s, the experiments running stages/train_classifier.py with a working
-    directory inside `root` (the queue's workspaces); keeps the largest count seen. A matching
-    process whose parent also matches (a `sh -c` wrapper's child, a fork before exec) belongs
-    to the same experiment and is not counted again."""
+    """Counts the experiments running stages/train_classifier.py with a working directory
+    inside `root` (the queue's workspaces); keeps the largest count seen. A matching process
+    whose parent also matches (a `sh -c` wrapper's child, a fork before exec) belongs to the
+    same experiment and is not counted again.
 
-    def __init__(self, root: Path):
+    So that the count does not hang on timing luck (two short runs overlapping), the first
+    experiment seen is paused (SIGSTOP) until a second one runs or `patience` seconds pass,
+    then resumed: runs that the queue truly starts side by side are then always seen together,
+    and runs one after another never are. Training is deterministic, so a pause changes nothing.
+    """
+
+    def __init__(self, root: Path, patience: float = 120):
         super().__init__(daemon=True)
-        self.root, self.most, self.done = str(root), 0, threading.Event()
+        self.root, self.patience, self.most = str(root), patience, 0
+        self.done = threading.Event()
 
-    def count(self) -> int:
+    def training_processes(self) -> dict[str, str]:
+        """pid -> parent pid of the matching processes."""
         parents = {}
         for pid in filter(str.isdigit, os.listdir("/proc")):
             try:
@@ -38,18 +47,38 @@ class TrainingProcessWatch(threading.Thread):
                 continue
             if b"stages/train_classifier.py" in cmdline and cwd.startswith(self.root):
                 parents[pid] = status.split("PPid:")[1].split()[0]
-        return sum(ppid not in parents for ppid in parents.values())
+        return parents
 
     def run(self) -> None:
+        paused, deadline = set(), None
         while not self.done.is_set():
-            self.most = max(self.most, self.count())
+            parents = self.training_processes()
+            count = sum(ppid not in parents for ppid in parents.values())
+            self.most = max(self.most, count)
+            if count == 1 and deadline is None:  # the first experiment: wait for a second
+                deadline = time.monotonic() + self.patience
+                paused = set(parents)
+                for pid in paused:
+                    signal_process(pid, signal.SIGSTOP)
+            if paused and (count >= 2 or time.monotonic() > deadline):
+                for pid in paused:
+                    signal_process(pid, signal.SIGCONT)
+                paused = set()
             time.sleep(0.1)
+        for pid in paused:
+            signal_process(pid, signal.SIGCONT)
+
+
+def signal_process(pid: str, signum: int) -> None:
+    try:
+        os.kill(int(pid), signum)
+    except ProcessLookupError:  # it has just ended
+        pass
 
 
 def test_two_queued_experiments_run_in_parallel_and_match_solo_runs(repo_copy, tmp_path):
     archive = tmp_path / "mine.tar.gz"
     md5 = build_archive(archive)
-    # Long enough (a few seconds each) that two workers overlap for a while.
     set_params(repo_copy, {**TINY_PARAMS, "data.source": str(archive), "data.md5": md5,
                            "classifier.seeds": [0], "classifier.steps": 150,
                            "classifier.checkpoint_every": 10, "classifier.eval_every": 50})
