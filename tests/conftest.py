@@ -179,6 +179,20 @@ def each_precision(request):
 
 
 @pytest.fixture
+def torch_determinism_restored():
+    """torch's deterministic mode and cuDNN benchmarking as they were before the test: the
+    settings are global, and other tests rely on them."""
+    import torch
+
+    before = (torch.are_deterministic_algorithms_enabled(),
+              torch.is_deterministic_algorithms_warn_only_enabled(),
+              torch.backends.cudnn.benchmark, torch.utils.deterministic.fill_uninitialized_memory)
+    yield
+    torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+    torch.backends.cudnn.benchmark, torch.utils.deterministic.fill_uninitialized_memory = before[2:]
+
+
+@pytest.fixture
 def prepared_dir(tmp_path) -> Path:
     return write_prepared(tmp_path / "data" / "prepared")
 

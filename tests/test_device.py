@@ -93,10 +93,18 @@ def test_sampling_and_evaluation_turn_tf32_off():
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
 
 
-def test_deterministic_runs_fix_the_cublas_workspace(monkeypatch):
+@pytest.mark.parametrize("deterministic", [True, False])
+def test_deterministic_kernels_are_a_switch(deterministic, monkeypatch, torch_determinism_restored):
+    """On: torch raises, not warns, where an op has no deterministic kernel, cuDNN does not
+    benchmark and cuBLAS gets a fixed workspace. Off: none of it."""
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
-    seed_everything(0)
-    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    torch.use_deterministic_algorithms(not deterministic, warn_only=True)
+    torch.backends.cudnn.benchmark = deterministic
+    seed_everything(0, deterministic)
+    assert torch.are_deterministic_algorithms_enabled() == deterministic
+    assert not torch.is_deterministic_algorithms_warn_only_enabled()
+    assert torch.backends.cudnn.benchmark == (not deterministic)
+    assert os.environ.get("CUBLAS_WORKSPACE_CONFIG") == (":4096:8" if deterministic else None)
 
 
 def test_the_test_helpers_hide_any_gpu(tmp_path):

@@ -107,6 +107,8 @@ class ClassifierParams:
     checkpoint_every: int = field(default=500, metadata=_range(1))
     bf16: bool = True
     channels_last: bool = True
+    # Deterministic kernels (an error where torch has none); off lets cuDNN pick the fastest.
+    deterministic: bool = True
     compile: bool = False
     threads: int = field(default=0, metadata=_range(0))  # CPU threads; 0 keeps torch's default
 
@@ -148,6 +150,7 @@ class GanParams:
     snapshot_every: int = field(default=5000, metadata=_range(1))  # EMA generator kept
     bf16: bool = True
     channels_last: bool = True
+    deterministic: bool = True  # as classifier.deterministic
 
 
 @dataclass(frozen=True)
@@ -174,6 +177,7 @@ class VaeParams:
     snapshot_every: int = field(default=5000, metadata=_range(1))  # decoder kept
     bf16: bool = True
     channels_last: bool = True
+    deterministic: bool = True  # as classifier.deterministic
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from cifarbudget.config import AugmentParams
-from cifarbudget.data.augment import augment_batch
+from cifarbudget.data import augment as augment_module
+from cifarbudget.data.augment import augment_batch, random_crop
 from cifarbudget.data.prepared import load_prepared
 from cifarbudget.plots.data import save_augmentation_figure
 
@@ -50,6 +51,49 @@ def test_crop_is_a_shifted_window_of_the_reflect_padded_image():
         assert len(matches) == 1
         offsets.append(matches[0])
     assert len(set(offsets)) > 30  # of the 81 possible shifts, drawn per image
+
+
+@pytest.mark.parametrize("n, padding, channels_last", [
+    (0, 4, False), (1, 4, True), (12, 4, False), (60, 4, True), (12, 1, False), (12, 16, False),
+    (12, 31, True)])
+def test_the_gathered_crop_is_the_reflect_padded_one(n, padding, channels_last):
+    """The crop off the CPU (run here on CPU tensors: no GPU) takes the pixels the CPU's takes,
+    bit for bit, and passes back the same gradients up to the order of their sums; for random
+    shifts and the four extreme ones, at DiffAugment's padding (4), the largest allowed
+    augment.crop_padding (16) and the largest F.pad allows (31)."""
+    gen = torch.Generator().manual_seed(1000 * n + padding)
+    corners = torch.tensor([0, 2 * padding])
+    dy = torch.cat([corners.repeat_interleave(2), torch.randint(0, 2 * padding + 1, (n,),
+                                                                generator=gen)])
+    dx = torch.cat([corners.repeat(2), torch.randint(0, 2 * padding + 1, (n,), generator=gen)])
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(n + 4, 3, 32, 32, generator=gen).contiguous(memory_format=layout)
+    upstream = torch.randn(n + 4, 3, 32, 32, generator=gen)
+    crops, grads = [], []
+    for crop in (augment_module._crop_reflect_padded, augment_module._crop_gathered):
+        image = x.clone().requires_grad_()
+        out = crop(image, padding, dy, dx)
+        out.backward(upstream)
+        crops.append(out)
+        grads.append(image.grad)
+    assert torch.equal(crops[0], crops[1])
+    torch.testing.assert_close(grads[0], grads[1])
+
+
+@pytest.mark.parametrize("device, implementation", [("cpu", "_crop_reflect_padded"),
+                                                    ("meta", "_crop_gathered")])
+def test_only_the_cpu_crops_by_reflect_padding(device, implementation, monkeypatch):
+    """CUDA has no deterministic backward of reflect padding, so any other device gathers (a
+    meta tensor stands in for a GPU); the CPU keeps the padding its earlier results came from."""
+    called = []
+    for name in ("_crop_reflect_padded", "_crop_gathered"):
+        def spy(*args, _name=name, _crop=getattr(augment_module, name)):
+            called.append(_name)
+            return _crop(*args)
+        monkeypatch.setattr(augment_module, name, spy)
+    x = torch.zeros(2, 3, 32, 32, device=device)
+    assert random_crop(x, 4, torch.Generator().manual_seed(0)).shape == x.shape
+    assert called == [implementation]
 
 
 @pytest.mark.parametrize("size", [5, 8])

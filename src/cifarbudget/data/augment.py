@@ -16,15 +16,44 @@ def random_crop(x: torch.Tensor, padding: int, rng: torch.Generator) -> torch.Te
     """Pad by `padding` (reflect) and take a random HxW crop per image."""
     if padding == 0:
         return x
-    n, c, h, w = x.shape
-    padded = F.pad(x, (padding,) * 4, mode="reflect")
+    n = x.shape[0]
     dy = torch.randint(0, 2 * padding + 1, (n,), generator=rng, device=rng.device).to(x.device)
     dx = torch.randint(0, 2 * padding + 1, (n,), generator=rng, device=rng.device).to(x.device)
+    # CUDA has no deterministic backward of reflect padding (DiffAugment differentiates the
+    # crop); gather's is deterministic there in deterministic mode. The CPU keeps padding,
+    # whose gradients sum in another order: CPU results stay those of earlier runs.
+    if x.device.type == "cpu":
+        return _crop_reflect_padded(x, padding, dy, dx)
+    return _crop_gathered(x, padding, dy, dx)
+
+
+def _crop_reflect_padded(x: torch.Tensor, padding: int, dy: torch.Tensor,
+                         dx: torch.Tensor) -> torch.Tensor:
+    """Image i's HxW window at (dy[i], dx[i]) of x reflect-padded by `padding`."""
+    n, c, h, w = x.shape
+    padded = F.pad(x, (padding,) * 4, mode="reflect")
     # Gather rows then columns with per-image offsets: two index_selects' worth of work.
     rows = (dy[:, None] + torch.arange(h, device=x.device)[None, :])  # (n, h)
     cols = (dx[:, None] + torch.arange(w, device=x.device)[None, :])  # (n, w)
     padded = padded.gather(2, rows[:, None, :, None].expand(n, c, h, padded.shape[3]))
     return padded.gather(3, cols[:, None, None, :].expand(n, c, h, w))
+
+
+def _crop_gathered(x: torch.Tensor, padding: int, dy: torch.Tensor,
+                   dx: torch.Tensor) -> torch.Tensor:
+    """_crop_reflect_padded, the same pixels, gathered from x itself by reflected indices."""
+    n, c, h, w = x.shape
+    rows = _reflected(dy, h, padding)  # (n, h)
+    cols = _reflected(dx, w, padding)  # (n, w)
+    x = x.gather(2, rows[:, None, :, None].expand(n, c, h, w))
+    return x.gather(3, cols[:, None, None, :].expand(n, c, h, w))
+
+
+def _reflected(offsets: torch.Tensor, size: int, padding: int) -> torch.Tensor:
+    """(n, size) indices into a side of `size` pixels of the windows starting at `offsets` on
+    that side reflect-padded by `padding` (< size): -1 is 1, size is size - 2, as F.pad's."""
+    index = (offsets[:, None] - padding + torch.arange(size, device=offsets.device)[None, :]).abs()
+    return torch.where(index < size, index, 2 * (size - 1) - index)
 
 
 def random_flip(x: torch.Tensor, rng: torch.Generator) -> torch.Tensor:

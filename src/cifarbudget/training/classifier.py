@@ -127,7 +127,7 @@ class ClassifierTrainer:
     def __init__(self, seed: int, data: PreparedData, params: Params, device: torch.device):
         c = params.classifier
         self.seed, self.params, self.device, self.bf16 = seed, params, device, c.bf16
-        seed_everything(seed)
+        seed_everything(seed, c.deterministic)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)  # each seed's own peak
         if device.type == "cpu" and c.threads:

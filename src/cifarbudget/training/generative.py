@@ -110,7 +110,7 @@ def train_generator(params: Params, data: PreparedData,
     model = params.generator.model
     settings = getattr(params, model)
     device = pick_device()
-    seed_everything(settings.seed)
+    seed_everything(settings.seed, settings.deterministic)
     trainer = trainer_class(model)(settings, data, params.budget, device)
     every = Every(log=settings.log_every, checkpoint=settings.checkpoint_every,
                   progress=settings.progress_every, snapshot=settings.snapshot_every)
