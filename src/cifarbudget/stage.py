@@ -1,6 +1,7 @@
 """The entry point every stage script goes through: one-line errors, non-zero exit."""
 from __future__ import annotations
 
+import signal
 import sys
 from typing import Callable
 
@@ -9,6 +10,9 @@ from cifarbudget.errors import UserError
 
 def run_stage(main: Callable[[], None]) -> None:
     """Run `main`; a UserError prints `error: ...` on one line and exits with status 2."""
+    # A process started in the background by a shell script (`dvc repro &`) inherits an ignored
+    # SIGINT, and Python then installs no handler: Ctrl-C or `pkill -INT` would do nothing.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         main()
     except UserError as exc:

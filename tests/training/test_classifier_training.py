@@ -180,6 +180,22 @@ def test_the_reported_accuracy_is_what_the_saved_model_scores_on_any_machine(
         assert judge.real_accuracy == result.final["test_acc"]
 
 
+def test_an_interrupt_ends_the_progress_bars_line_before_its_message(
+        data, tmp_path, monkeypatch, capsys):
+    """The message `run_stage` prints starts on a line of its own, not after the bar."""
+    def interrupt(path, state):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "save_checkpoint", interrupt)
+    capsys.readouterr()
+    try:
+        train_seed(0, data, tiny_params(), CPU, TrainingFiles(tmp_path / "a.pt"))
+    except KeyboardInterrupt as interrupt:  # what the bar wrote when run_stage prints it
+        bar, message = capsys.readouterr().err, str(interrupt)
+    assert "stopped at step 4" in message
+    assert "4/12" in bar and bar.endswith("\n")
+
+
 def test_resume_after_a_kill_continues_the_step_count_with_identical_weights(
         data, tmp_path, monkeypatch, update_counter):
     params = tiny_params(steps=10, eval_every=3, checkpoint_every=4)

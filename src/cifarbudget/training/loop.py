@@ -260,6 +260,7 @@ def train(trainer, steps: int, every: Every, files: TrainingFiles, run: RunId,
                 save_state()
             segment = time.perf_counter()
     except KeyboardInterrupt:
+        bar.close()  # ends the bar's line: the interrupt message gets a line of its own
         raise Interrupted.at(name, trainer.step, saved_step, files.checkpoint,
                              every.checkpoint) from None
     bar.close()
