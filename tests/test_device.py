@@ -34,6 +34,7 @@ GPUS = {"T4": (7, 5), "V100": (7, 0), "A100": (8, 0), "H100": (9, 0)}
                                            ("A100", torch.bfloat16), ("H100", torch.bfloat16)])
 def test_bf16_autocast_only_on_gpus_that_compute_bf16_natively(gpu, expected, monkeypatch):
     """By compute capability, as torch reports it (patched: no GPU here); below 8.0 fp32."""
+    monkeypatch.delenv(FORCE_PRECISION, raising=False)  # the hardware decides
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: GPUS[gpu])
     cuda = torch.device("cuda")
     assert autocast_dtype(cuda) == expected
