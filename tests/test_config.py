@@ -164,3 +164,14 @@ def test_missing_or_broken_params_file(tmp_path):
     with pytest.raises(UserError, match=r"params\.yaml: not valid YAML") as info:
         load_params(tmp_path / "params.yaml")
     assert "\n" not in str(info.value)
+
+
+def test_a_key_given_twice_is_refused_with_both_lines(params_dir):
+    path = params_dir / "params.yaml"
+    text = path.read_text().replace("  lr: 0.2 ", "  lr: 0.2\n  lr: 0.3 ", 1)
+    assert text != path.read_text()
+    path.write_text(text)
+    line = text.splitlines().index("  lr: 0.3                 # peak learning rate") + 1
+    with pytest.raises(UserError, match=rf"params\.yaml: line {line}: key 'lr' given twice "
+                                        rf"\(first on line {line - 1}\); keep one of them$"):
+        load_params(path)

@@ -325,11 +325,30 @@ def _check_consistency(p: Params) -> None:
                         f"({p.budget.generative_steps}), the generative models' budget; lower vae.steps")
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise UserError(f"{self.name}: line {key_node.start_mark.line + 1}: key {key!r} "
+                                f"given twice (first on line {seen[key]}); keep one of them")
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Read and validate params.yaml; raise UserError naming the first bad key."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        loader = _UniqueKeyLoader(path.read_text())
+        loader.name = str(path)  # named in its errors
+        try:
+            raw = loader.get_single_data()
+        finally:
+            loader.dispose()
     except FileNotFoundError:
         raise UserError(f"{path}: not found; run the stage from the repository root") from None
     except yaml.YAMLError as exc:

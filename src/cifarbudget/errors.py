@@ -8,6 +8,10 @@ class UserError(Exception):
     should name the problem and the fix.
     """
 
+    def __init__(self, message: str):
+        # One line even where it quotes a library's multi-line text (pickle's, urllib's).
+        super().__init__(" ".join(str(message).split()))
+
 
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C during training; the message says what a rerun will do."""

@@ -241,6 +241,16 @@ def test_a_corrupt_pickle_is_named(tmp_path, splits):
         read_cifar_archive(archive, "cifar100")
 
 
+def test_a_pickle_with_a_persistent_id_is_refused_on_one_line(tmp_path, splits):
+    persistent_id = b"\x80\x02X\x01\x00\x00\x00aQ."  # protocol 2: BINPERSID of 'a'
+    archive = archive_of(tmp_path, "cifar100", splits,
+                         dump=lambda d: persistent_id if "fine_label_names" in d else pickle.dumps(d))
+    with pytest.raises(UserError, match=r"meta: not a readable CIFAR pickle \(UnpicklingError: A "
+                                        r"load persistent id instruction was encountered, but no "
+                                        r"persistent_load function was specified\.\); the archive"):
+        read_cifar_archive(archive, "cifar100")
+
+
 # --- nothing from the archive runs, nothing escapes its folder --------------------------------------
 def malicious_pickle(module: str, name: str, argument: str) -> bytes:
     """A protocol-2 pickle that calls module.name(argument) when loaded by a plain unpickler."""

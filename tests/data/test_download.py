@@ -1,10 +1,12 @@
 """The download stage's library: resume, retry, checksum, clear errors, target untouched on failure."""
 import hashlib
+import os
 import re
 import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
@@ -288,6 +290,16 @@ def test_a_redirect_to_another_scheme_is_refused(server, target):
     assert not target.exists()
 
 
+def test_a_redirect_loop_is_refused_on_one_line(server, target):
+    behaviour, url = server
+    behaviour.redirect_to = url  # to itself, for ever
+    with pytest.raises(UserError, match=r"HTTP 302 The HTTP server returned a redirect error that "
+                                        r"would lead to an infinite loop\. The last 30x error "
+                                        r"message was: Found; check data\.source"):
+        fetch(url, target)
+    assert not target.exists()
+
+
 def test_a_redirect_to_http_is_followed(server, target):
     behaviour, url = server
     behaviour.redirect_to = url.replace("archive", "elsewhere")
@@ -316,7 +328,32 @@ def test_while_downloading_only_the_partial_file_exists(server, target):
     assert "did not finish" in str(errors[0])
 
 
-def test_an_endless_local_source_stops_at_the_size_limit(target):
-    with pytest.raises(UserError, match=r"/dev/zero: more than 3,000,000 bytes"):
-        fetch("/dev/zero", target, max_bytes=3_000_000)
+def test_a_local_source_beyond_the_size_limit_stops_there(tmp_path, target):
+    source = tmp_path / "big.tar.gz"
+    source.write_bytes(bytes(3_000_001))
+    with pytest.raises(UserError, match=r"big\.tar\.gz: more than 3,000,000 bytes"):
+        fetch(str(source), target, max_bytes=3_000_000)
     assert [p.name for p in target.parent.iterdir()] == []  # no archive, no temporary file
+
+
+@pytest.mark.parametrize("kind", ["pipe", "device"])
+def test_a_pipe_or_device_as_source_is_refused_before_it_is_opened(kind, tmp_path, target):
+    """Opening a pipe with no writer, or reading /dev/zero, would block or run for ever."""
+    source = tmp_path / "archive.pipe" if kind == "pipe" else Path("/dev/zero")
+    if kind == "pipe":
+        os.mkfifo(source)
+    errors = []
+
+    def fetch_and_keep_the_error():
+        try:
+            fetch(str(source), target, deadline=3600)
+        except UserError as exc:
+            errors.append(exc)
+
+    attempt = threading.Thread(target=fetch_and_keep_the_error, daemon=True)
+    attempt.start()
+    attempt.join(timeout=60)  # an unguarded open of the pipe would never return
+    assert not attempt.is_alive(), "the fetch blocked on the pipe"
+    assert re.fullmatch(r"data\.source: \S+ is not a regular file \(a pipe, socket or device\); "
+                        r"give the path of an archive file or an http\(s\) URL", str(errors[0]))
+    assert [p.name for p in target.parent.iterdir()] == []

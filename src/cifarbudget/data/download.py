@@ -15,6 +15,7 @@ import hashlib
 import http.client
 import os
 import re
+import stat
 import threading
 import time
 import urllib.error
@@ -176,6 +177,10 @@ def _too_large(source: str, bounds: _Bounds) -> UserError:
 
 def _copy_local(source: Path, dest: Path, bounds: _Bounds) -> None:
     try:
+        # A pipe or device would block the open or the reads for ever, deadline or not.
+        if not stat.S_ISREG(source.stat().st_mode) and not source.is_dir():
+            raise UserError(f"data.source: {source} is not a regular file (a pipe, socket or "
+                            f"device); give the path of an archive file or an http(s) URL")
         src = open(source, "rb")
     except OSError as exc:
         raise UserError(f"data.source: cannot read {source} ({exc.strerror}); give the path of an "
