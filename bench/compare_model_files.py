@@ -1,7 +1,8 @@
 """Tiny runs of the training stages with two trees' code -> sha256 of the model files.
 
-python compare_models.py BEFORE_TREE AFTER_TREE: each tree trains the classifier, the GAN and
-the VAE (TINY_PARAMS of the after tree's tests) in a folder of its own, one thread.
+python bench/compare_model_files.py BEFORE_TREE AFTER_TREE [--fp32]: each tree trains the
+classifier, the GAN and the VAE (TINY_PARAMS of the after tree's tests) in a folder of its own, one
+thread; --fp32 sets every bf16 param to false: the path of an AVX2-only CPU, on any CPU.
 """
 import hashlib
 import importlib.util
@@ -12,6 +13,7 @@ import sys
 from pathlib import Path
 
 before_tree, after_tree = map(Path, sys.argv[1:3])
+fp32 = "--fp32" in sys.argv[3:]
 spec = importlib.util.spec_from_file_location("conftest", after_tree / "tests/conftest.py")
 conftest = importlib.util.module_from_spec(spec); spec.loader.exec_module(conftest)
 
@@ -25,6 +27,8 @@ def run_tree(tree: Path, work: Path) -> dict:
     for stage, model in (("train_classifier", "gan"), ("train_gan", "gan"), ("train_vae", "vae")):
         shutil.copy(tree / "params.yaml", work / "params.yaml")
         overrides = {**conftest.TINY_PARAMS, "generator.model": model}
+        if fp32:
+            overrides |= {"classifier.bf16": False, "gan.bf16": False, "vae.bf16": False}
         if "warmup_steps:" in (tree / "params.yaml").read_text():  # before the warm-up fraction
             overrides["classifier.warmup_steps"] = round(
                 overrides.pop("classifier.warmup") * overrides["classifier.steps"])
