@@ -485,6 +485,24 @@ run_stage(lambda: read_cifar_archive(sys.argv[1], "cifar100"))
 DECLARES_8_GIB = b"\x80\x04\x8e" + struct.pack("<Q", 8 << 30) + bytes(1000)
 
 
+def framed(body: bytes) -> bytes:
+    """Protocol 4: the body inside one FRAME, which the unpickler reads whole before parsing."""
+    return b"\x80\x04\x95" + struct.pack("<Q", len(body)) + body
+
+
+@pytest.mark.parametrize("pickled", [
+    b"\x80\x04\x8e" + struct.pack("<Q", 1 << 40) + bytes(1000),         # BINBYTES8
+    framed(b"\x8d" + struct.pack("<Q", 1 << 40) + bytes(1000)),          # BINUNICODE8 in a frame
+    b"\x80\x02]q\x00(K\x01T" + struct.pack("<i", 2**31 - 1) + bytes(10),  # BINSTRING after a list
+], ids=["binbytes8", "framed-binunicode8", "binstring"])
+def test_a_string_declared_longer_than_its_member_is_refused_before_it_is_allocated(
+        tmp_path, pickled):
+    archive = write_tar(tmp_path / "hostile.tar.gz", {"cifar-100-python/train": pickled})
+    with pytest.raises(UserError, match=r"cifar-100-python/train: the pickle declares a string of "
+                                        r"[\d,]+ bytes in a member of [\d,]+; the archive is corrupt"):
+        read_cifar_archive(archive, "cifar100")
+
+
 def hostile_archive(path, dicts_edit=None, raw: bytes | None = None):
     if raw is not None:
         path.write_bytes(raw)

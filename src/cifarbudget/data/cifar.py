@@ -16,6 +16,7 @@ from __future__ import annotations
 import gzip
 import math
 import pickle
+import pickletools
 import tarfile
 import zlib
 from dataclasses import dataclass
@@ -193,18 +194,75 @@ class _ArchiveError(Exception):
     """Reading the archive itself failed (corrupt or truncated), not a pickle in it."""
 
 
+# Bytes of the length that precedes an argument, by pickletools' code for its kind.
+_LENGTH_BYTES = {pickletools.TAKEN_FROM_ARGUMENT1: 1, pickletools.TAKEN_FROM_ARGUMENT4: 4,
+                 pickletools.TAKEN_FROM_ARGUMENT4U: 4, pickletools.TAKEN_FROM_ARGUMENT8U: 8}
+_OPCODES = {ord(op.code): op for op in pickletools.opcodes}
+_MAX_TEXT_ARGUMENT = 1 << 16  # a longer line argument is not followed (none declares a length)
+
+
+class _DeclaredLengths:
+    """Follows the opcodes in the bytes handed to the unpickler and refuses a string declared
+    longer than the whole member before the unpickler sees that length: the unpickler allocates
+    what is declared before reading it (a 1 TiB claim would end in a MemoryError)."""
+
+    def __init__(self, member: str, size: int):
+        self.member, self.size = member, size
+        self.head = bytearray()  # the current opcode and its argument's first bytes
+        self.skip = 0            # payload bytes still to pass over
+        self.done = False        # past STOP, or at an opcode the unpickler refuses itself
+
+    def scan(self, data) -> None:
+        at = 0
+        while at < len(data) and not self.done:
+            if self.skip:
+                step = min(self.skip, len(data) - at)
+                self.skip, at = self.skip - step, at + step
+                continue
+            self.head.append(data[at])
+            at += 1
+            self._follow()
+
+    def _follow(self) -> None:
+        op = _OPCODES.get(self.head[0])
+        if op is None or op.name == "STOP":
+            self.done = True
+            return
+        kind = op.arg.n if op.arg is not None else 0
+        if kind >= 0:
+            complete = len(self.head) == 1 + kind
+        elif kind == pickletools.UP_TO_NEWLINE:
+            complete = self.head[-1] == ord("\n") and len(self.head) > 1
+            self.done = len(self.head) > _MAX_TEXT_ARGUMENT
+        else:
+            count = _LENGTH_BYTES[kind]
+            complete = len(self.head) == 1 + count
+            if complete:
+                length = int.from_bytes(self.head[1:], "little",
+                                        signed=kind == pickletools.TAKEN_FROM_ARGUMENT4)
+                if length > self.size:
+                    raise UserError(f"{self.member}: the pickle declares a string of {length:,} "
+                                    f"bytes in a member of {self.size:,}; the archive is corrupt: "
+                                    f"delete it and rerun `dvc repro download`")
+                self.skip = max(length, 0)
+        if complete:
+            self.head.clear()
+
+
 class _MemberReader:
     """A member's bytes for the unpickler, taken from the archive 1 MB at a time: a large
     array is then not held twice over while it is read."""
 
-    def __init__(self, file):
-        self.file = file
+    def __init__(self, file, member: str, size: int):
+        self.file, self.lengths = file, _DeclaredLengths(member, size)
 
     def _read(self, size: int) -> bytes:
         try:
-            return self.file.read(size)
+            chunk = self.file.read(size)
         except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
             raise _ArchiveError(exc) from None
+        self.lengths.scan(chunk)
+        return chunk
 
     def read(self, size: int = -1) -> bytes:
         chunks, left = [], size if size is not None and size >= 0 else float("inf")
@@ -222,9 +280,11 @@ class _MemberReader:
 
     def readline(self) -> bytes:
         try:
-            return self.file.readline()
+            line = self.file.readline()
         except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
             raise _ArchiveError(exc) from None
+        self.lengths.scan(line)
+        return line
 
 
 def _read_members(path: Path, layout: Layout) -> tuple[set[str], dict[str, dict]]:
@@ -257,7 +317,8 @@ def _read_members(path: Path, layout: Layout) -> tuple[set[str], dict[str, dict]
                     names.add(member_name)
                     if member_name in wanted:
                         contents[member_name] = _unpickle(
-                            _MemberReader(tar.extractfile(member)), member_name)
+                            _MemberReader(tar.extractfile(member), member_name, member.size),
+                            member_name)
     except (tarfile.TarError, EOFError, zlib.error, OSError, _ArchiveError) as exc:
         raise UserError(f"{path}: not a readable .tar.gz archive ({exc}); it is corrupt or truncated: "
                         f"delete it and rerun `dvc repro download`") from None
@@ -312,7 +373,7 @@ def _unpickle(file: _MemberReader, member: str) -> dict:
     """A CIFAR file's dict, keys as str; official files need encoding="latin1"."""
     try:
         obj = _ArrayUnpickler(file, encoding="latin1").load()
-    except _ArchiveError:
+    except (_ArchiveError, UserError):
         raise
     except _ForbiddenGlobal as exc:
         raise UserError(f"{member}: the pickle asks for {exc}, which a CIFAR file never holds; "
