@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: install run test test-fast bench clean-venv
+.PHONY: install run quick table test test-fast bench clean-venv
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -15,6 +15,16 @@ install: $(VENV)/.installed
 
 run: install
 	dvc repro
+
+# Every stage once on tiny budgets, as the experiment `quick` (the workspace stays as it is);
+# SET passes more overrides, e.g. make quick SET="-S data.source=/path/archive.tar.gz -S data.md5=..."
+quick: install
+	python -m cifarbudget.quick $(SET)
+
+# The experiments' names, the params that differ between them and the headline metrics;
+# ARGS go to `dvc exp show`, e.g. make table ARGS="-A --sort-by test_acc.mean --sort-order desc"
+table: install
+	python -m cifarbudget.table $(ARGS)
 
 # One worker per core, a test file to a worker (its module fixtures are built once); each test
 # runs on one thread, so the workers do not fight over the cores. The ten slowest tests are

@@ -1,7 +1,7 @@
 """Tiny runs of the training stages with two trees' code -> sha256 of the model files.
 
 python bench/compare_model_files.py BEFORE_TREE AFTER_TREE [--fp32]: each tree trains the
-classifier, the GAN and the VAE (TINY_PARAMS of the after tree's tests) in a folder of its own, one
+classifier, the GAN and the VAE (QUICK_PARAMS of the after tree's tests) in a folder of its own, one
 thread; --fp32 sets every bf16 param to false: the path of an AVX2-only CPU, on any CPU.
 """
 import hashlib
@@ -26,7 +26,7 @@ def run_tree(tree: Path, work: Path) -> dict:
     new = (tree / "stages/train_generator.py").exists()
     for stage, model in (("train_classifier", "gan"), ("train_gan", "gan"), ("train_vae", "vae")):
         shutil.copy(tree / "params.yaml", work / "params.yaml")
-        overrides = {**conftest.TINY_PARAMS, "generator.model": model}
+        overrides = {**conftest.QUICK_PARAMS, "generator.model": model}
         if fp32:
             overrides |= {"classifier.bf16": False, "gan.bf16": False, "vae.bf16": False}
         if "warmup_steps:" in (tree / "params.yaml").read_text():  # before the warm-up fraction

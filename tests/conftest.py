@@ -19,6 +19,8 @@ import numpy as np
 import pytest
 import yaml
 
+from cifarbudget.quick import QUICK_PARAMS  # tiny budgets: every stage runs in seconds
+
 # No GPU for the tests or the processes they start: they compare results with CPU runs
 # byte for byte (set before torch first looks for CUDA).
 os.environ["CUDA_VISIBLE_DEVICES"] = ""
@@ -233,10 +235,11 @@ def set_params(repo: Path, overrides: dict) -> None:
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-def run(cmd: list[str], cwd: Path, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
-    """Run a command with the venv first on PATH (so dvc stages find its python)."""
+def run(cmd: list[str], cwd: Path, check: bool = True, timeout: float = 900,
+        env: dict[str, str] = {}) -> subprocess.CompletedProcess:
+    """Run a command with the venv first on PATH (so dvc stages find its python), and `env`."""
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-           "DVC_NO_ANALYTICS": "1", "PYTHONUNBUFFERED": "1"}
+           "DVC_NO_ANALYTICS": "1", "PYTHONUNBUFFERED": "1", **env}
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n"
@@ -289,7 +292,6 @@ def snapshot(folder: Path) -> dict:
     return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-# Tiny budgets under which every stage of the pipeline runs in seconds on a CPU.
 GIT = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
 # What the README says to commit after a run: DVC's record and the small results kept in git.
 RESULTS_IN_GIT = ["dvc.lock", "metrics", "plots", "logs"]
@@ -297,22 +299,6 @@ RESULTS_IN_GIT = ["dvc.lock", "metrics", "plots", "logs"]
 METRIC_KEYS = ["fid", "kid", "inception_score", "classifier_accuracy_generated",
                "classifier_accuracy_real", "worst_class_accuracy_generated", "classifier_fid",
                "diversity", "lpips"]
-TINY_PARAMS = {
-    "classifier.seeds": [0, 1], "classifier.widths": [8, 16], "classifier.depths": [1, 1],
-    "classifier.steps": 20, "classifier.batch_size": 32, "classifier.warmup": 0.1,
-    "classifier.eval_every": 10, "classifier.checkpoint_every": 10,
-    # One thread whatever OMP_NUM_THREADS says: the thread count changes the arithmetic
-    # (so reruns compare byte for byte), and tiny steps run faster without waiting on a second.
-    "classifier.threads": 1,
-    "gan.z_dim": 16, "gan.g_width": 16, "gan.d_width": 16, "gan.steps": 10, "gan.batch_size": 16,
-    "gan.log_every": 2, "gan.progress_every": 5, "gan.checkpoint_every": 5,
-    "gan.snapshot_every": 4,
-    "vae.z_dim": 16, "vae.encoder_width": 8, "vae.decoder_width": 16, "vae.steps": 10,
-    "vae.batch_size": 16, "vae.log_every": 2, "vae.progress_every": 5, "vae.checkpoint_every": 5,
-    "vae.snapshot_every": 4,
-    "sample.count": 40, "sample.batch_size": 20,
-    "evaluate.batch_size": 20, "evaluate.lpips_pairs": 10, "evaluate.snapshot_inception_images": 20,
-}
 
 
 @pytest.fixture(scope="session")
@@ -343,7 +329,7 @@ def random_inception_weights(tmp_path_factory) -> Path:
 
 def write_untrained_models(root: Path, num_classes: int = 4) -> None:
     """models/gan/gan.pt, a snapshot of its step 0 and models/classifier/seed_0.pt as the
-    training stages save them, untrained, with TINY_PARAMS sizes: enough to run `sample`
+    training stages save them, untrained, with QUICK_PARAMS sizes: enough to run `sample`
     and `evaluate` in seconds."""
     import numpy as np
     import torch
@@ -356,14 +342,14 @@ def write_untrained_models(root: Path, num_classes: int = 4) -> None:
     from cifarbudget.training.loop import save_snapshot
 
     classes = [f"class_{i}" for i in range(num_classes)]
-    gan = GanParams(z_dim=TINY_PARAMS["gan.z_dim"], g_width=TINY_PARAMS["gan.g_width"],
-                    d_width=TINY_PARAMS["gan.d_width"], batch_size=8)
+    gan = GanParams(z_dim=QUICK_PARAMS["gan.z_dim"], g_width=QUICK_PARAMS["gan.g_width"],
+                    d_width=QUICK_PARAMS["gan.d_width"], batch_size=8)
     images, labels = np.zeros((8, 32, 32, 3), np.uint8), np.zeros(8, np.int64)
     data = PreparedData(images, labels, images, labels, classes, [0.5] * 3, [0.25] * 3, "tiny")
     trainer = Trainer(gan, data, BudgetParams(), torch.device("cpu"))
     save_checkpoint(root / "models/gan/gan.pt", trainer.state_dict())
     save_snapshot(root / "snapshots/gan", 0, trainer.generator_ema, classes)
-    widths, depths = TINY_PARAMS["classifier.widths"], TINY_PARAMS["classifier.depths"]
+    widths, depths = QUICK_PARAMS["classifier.widths"], QUICK_PARAMS["classifier.depths"]
     classifier = build_classifier(widths, depths, num_classes)
     save_checkpoint(root / "models/classifier/seed_0.pt",
                     model_file_state(classifier, widths, depths, [0.5] * 3, [0.25] * 3, classes))

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from cifarbudget.sampling import balanced_labels, save_samples
-from tests.conftest import (REPO, TINY_PARAMS, error_line, run, set_params, snapshot,
+from tests.conftest import (REPO, QUICK_PARAMS, error_line, run, set_params, snapshot,
                             write_prepared, write_untrained_models)
 
 
@@ -24,7 +24,7 @@ def run_evaluate(cwd):
 def workdir(tmp_path, random_inception_weights):
     """A folder holding every input of `evaluate`, and an earlier metrics file."""
     shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
-    set_params(tmp_path, {**TINY_PARAMS,
+    set_params(tmp_path, {**QUICK_PARAMS,
                           "evaluate.inception_weights": str(random_inception_weights)})
     data = write_prepared(tmp_path / "data" / "prepared")
     write_untrained_models(tmp_path)
@@ -99,7 +99,7 @@ def test_quality_has_one_row_per_snapshot_in_training_order(workdir):
     from cifarbudget.models.gan import Generator
     from cifarbudget.training.loop import save_snapshot
 
-    later = Generator(TINY_PARAMS["gan.z_dim"], 4, TINY_PARAMS["gan.g_width"])
+    later = Generator(QUICK_PARAMS["gan.z_dim"], 4, QUICK_PARAMS["gan.g_width"])
     save_snapshot(workdir / "snapshots" / "gan", 12, later, [f"class_{i}" for i in range(4)])
     proc = run_evaluate(workdir)
     assert proc.returncode == 0, proc.stderr

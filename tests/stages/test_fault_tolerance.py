@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BIN, TINY_PARAMS, build_archive, run, set_params
+from tests.conftest import BIN, QUICK_PARAMS, build_archive, run, set_params
 
 pytestmark = pytest.mark.slow
 
@@ -119,7 +119,7 @@ def tiny_repo(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("fault")
     repo = make_repo_copy(root / "repo")
     md5 = build_archive(root / "archive.tar.gz", layout="cifar100", num_classes=4)
-    set_params(repo, {**TINY_PARAMS, "data.source": str(root / "archive.tar.gz"), "data.md5": md5})
+    set_params(repo, {**QUICK_PARAMS, "data.source": str(root / "archive.tar.gz"), "data.md5": md5})
     run(["dvc", "repro", "prepare"], repo)
     return repo
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import GIT, TINY_PARAMS, build_archive, run, set_params, wait_for_queue
+from tests.conftest import GIT, QUICK_PARAMS, build_archive, run, set_params, wait_for_queue
 
 pytestmark = pytest.mark.slow
 
@@ -79,7 +79,7 @@ def signal_process(pid: str, signum: int) -> None:
 def test_two_queued_experiments_run_in_parallel_and_match_solo_runs(repo_copy, tmp_path):
     archive = tmp_path / "mine.tar.gz"
     md5 = build_archive(archive)
-    set_params(repo_copy, {**TINY_PARAMS, "data.source": str(archive), "data.md5": md5,
+    set_params(repo_copy, {**QUICK_PARAMS, "data.source": str(archive), "data.md5": md5,
                            "classifier.seeds": [0], "classifier.steps": 150,
                            "classifier.checkpoint_every": 10, "classifier.eval_every": 50})
     run(["dvc", "repro", "prepare"], repo_copy)

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from tests.conftest import (GIT, METRIC_KEYS, RESULTS_IN_GIT, TINY_PARAMS, build_archive, run,
+from tests.conftest import (GIT, METRIC_KEYS, RESULTS_IN_GIT, QUICK_PARAMS, build_archive, run,
                             set_params, snapshot, undeclared_params_reads)
 
 STAGES = ("download", "prepare", "train_classifier", "train_generator", "sample", "evaluate")
@@ -20,7 +20,7 @@ def test_dvc_repro_runs_the_whole_pipeline_offline(repo_copy, tmp_path, random_i
     archive = tmp_path / "mine.tar.gz"
     md5 = build_archive(archive, n_test=TEST_COUNT)
     (tmp_path / "no-lpips").mkdir()  # LPIPS unavailable, whether or not there is a network
-    set_params(repo_copy, {**TINY_PARAMS, "data.source": str(archive), "data.md5": md5,
+    set_params(repo_copy, {**QUICK_PARAMS, "data.source": str(archive), "data.md5": md5,
                            "sample.count": SAMPLE_COUNT,
                            "evaluate.inception_weights": str(random_inception_weights),
                            "evaluate.lpips_weights": str(tmp_path / "no-lpips")})
@@ -39,8 +39,8 @@ def test_dvc_repro_runs_the_whole_pipeline_offline(repo_copy, tmp_path, random_i
     training = json.loads((repo_copy / "metrics/gan_training.json").read_text())
     sizes = training["params"]
     assert sizes["total"] == sizes["generator"] + sizes["discriminator"] > 0
-    assert training["updates"] == {"generator": TINY_PARAMS["gan.steps"],
-                                   "discriminator": TINY_PARAMS["gan.steps"]}
+    assert training["updates"] == {"generator": QUICK_PARAMS["gan.steps"],
+                                   "discriminator": QUICK_PARAMS["gan.steps"]}
     assert metrics["fid"] > 0 and metrics["classifier_fid"] > 0
     assert 0 <= metrics["classifier_accuracy_generated"] <= 1
     per_class = (repo_copy / "plots/gan/per_class_accuracy.csv").read_text().splitlines()

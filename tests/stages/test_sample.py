@@ -8,7 +8,7 @@ import torch
 
 from cifarbudget.models.gan import load_sampler
 from cifarbudget.sampling import evaluation_draws, generate
-from tests.conftest import (REPO, TINY_PARAMS, error_line, run, set_params, snapshot,
+from tests.conftest import (REPO, QUICK_PARAMS, error_line, run, set_params, snapshot,
                             write_prepared, write_untrained_models)
 
 FIGURES = ("samples.png", "interpolations.png", "real_vs_generated.png", "nearest_neighbours.png")
@@ -22,7 +22,7 @@ def run_sample(cwd):
 def workdir(tmp_path):
     """A folder holding params.yaml, prepared data, untrained models and earlier samples."""
     shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
-    set_params(tmp_path, TINY_PARAMS)
+    set_params(tmp_path, QUICK_PARAMS)
     write_prepared(tmp_path / "data" / "prepared")
     write_untrained_models(tmp_path)
     (tmp_path / "data" / "samples").mkdir()
@@ -37,7 +37,7 @@ def test_sample_writes_a_balanced_reproducible_set_and_the_figures(workdir):
     assert proc.returncode == 0, proc.stderr
     images = np.load(workdir / "data/samples/images.npy")
     labels = np.load(workdir / "data/samples/labels.npy")
-    count = TINY_PARAMS["sample.count"]
+    count = QUICK_PARAMS["sample.count"]
     assert images.dtype == np.uint8 and images.shape == (count, 32, 32, 3)
     assert labels.dtype == np.int64 and np.bincount(labels).tolist() == [count // 4] * 4
     # The set is what the seed's draws give, whatever the batch size: nothing is picked.

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import (GIT, RESULTS_IN_GIT, TINY_PARAMS, build_archive, exp_table,
+from tests.conftest import (GIT, RESULTS_IN_GIT, QUICK_PARAMS, build_archive, exp_table,
                             make_repo_copy, run, set_params, wait_for_queue)
 
 pytestmark = pytest.mark.slow
@@ -19,7 +19,7 @@ def origin(tmp_path_factory) -> Path:
     repo = make_repo_copy(root / "first")
     md5 = build_archive(root / "archive.tar.gz", layout="cifar100", num_classes=4)
     (root / "no-lpips").mkdir()
-    set_params(repo, {**TINY_PARAMS, "data.source": str(root / "archive.tar.gz"), "data.md5": md5,
+    set_params(repo, {**QUICK_PARAMS, "data.source": str(root / "archive.tar.gz"), "data.md5": md5,
                       "classifier.seeds": [0], "sample.count": 12,
                       "evaluate.inception_weights": "skip",
                       "evaluate.lpips_weights": str(root / "no-lpips")})

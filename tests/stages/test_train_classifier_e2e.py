@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from cifarbudget.models.classifier import load_classifier
-from tests.conftest import (REPO, TINY_PARAMS, build_archive, error_line, run, set_params,
+from tests.conftest import (REPO, QUICK_PARAMS, build_archive, error_line, run, set_params,
                             write_prepared)
 
-CLASSIFIER_PARAMS = {k: v for k, v in TINY_PARAMS.items() if k.startswith("classifier.")}
+CLASSIFIER_PARAMS = {k: v for k, v in QUICK_PARAMS.items() if k.startswith("classifier.")}
 OUTPUTS = ("models", "plots", "metrics", "checkpoints")
 
 

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from cifarbudget.models.gan import load_sampler
-from tests.conftest import (TINY_PARAMS, build_archive, error_line, run, run_stage_script,
+from tests.conftest import (QUICK_PARAMS, build_archive, error_line, run, run_stage_script,
                             set_params, snapshot, stage_workdir)
 
-TINY_GAN = {k: v for k, v in TINY_PARAMS.items() if k.startswith("gan.")}
+TINY_GAN = {k: v for k, v in QUICK_PARAMS.items() if k.startswith("gan.")}
 OUTPUTS = ("models/gan/gan.pt", "checkpoints/gan/checkpoint.pt", "plots/gan/history.csv",
            "plots/gan/progress.png", "metrics/gan_training.json")
 
@@ -103,7 +103,7 @@ def test_the_stage_writes_the_model_history_progress_and_metrics_then_resumes(wo
 def test_dvc_repro_train_generator_from_a_local_archive(repo_copy, tmp_path):
     archive = tmp_path / "mine.tar.gz"
     md5 = build_archive(archive)
-    set_params(repo_copy, {**TINY_PARAMS, "data.source": str(archive), "data.md5": md5})
+    set_params(repo_copy, {**QUICK_PARAMS, "data.source": str(archive), "data.md5": md5})
     out = run(["dvc", "repro", "train_generator"], repo_copy)
     assert "Running stage 'train_generator'" in out.stdout
     generator, info = load_sampler(repo_copy / "models/gan/gan.pt")

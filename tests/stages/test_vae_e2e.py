@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from cifarbudget.models.vae import load_sampler
-from tests.conftest import (METRIC_KEYS, TINY_PARAMS, build_archive, error_line, run,
+from tests.conftest import (METRIC_KEYS, QUICK_PARAMS, build_archive, error_line, run,
                             run_stage_script, set_params, snapshot, stage_workdir,
                             undeclared_params_reads)
 
-TINY_VAE = {k: v for k, v in TINY_PARAMS.items() if k.startswith("vae.")}
+TINY_VAE = {k: v for k, v in QUICK_PARAMS.items() if k.startswith("vae.")}
 OUTPUTS = ("models/vae/vae.pt", "checkpoints/vae/checkpoint.pt", "plots/vae/history.csv",
            "plots/vae/progress.png", "metrics/vae_training.json")
 FIGURES = ("samples.png", "interpolations.png", "real_vs_generated.png", "nearest_neighbours.png",
@@ -74,7 +74,7 @@ def test_dvc_repro_with_the_vae_trains_no_gan_and_samples_and_evaluates_the_vae(
     archive = tmp_path / "mine.tar.gz"
     md5 = build_archive(archive)
     (tmp_path / "no-lpips").mkdir()
-    set_params(repo_copy, {**TINY_PARAMS, "data.source": str(archive), "data.md5": md5,
+    set_params(repo_copy, {**QUICK_PARAMS, "data.source": str(archive), "data.md5": md5,
                            "generator.model": "vae", "sample.count": 12,
                            "evaluate.inception_weights": "skip",
                            "evaluate.lpips_weights": str(tmp_path / "no-lpips")})

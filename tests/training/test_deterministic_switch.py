@@ -8,7 +8,7 @@ from cifarbudget.config import GeneratorParams, Params
 from cifarbudget.data.prepared import load_prepared
 from cifarbudget.training.classifier import ClassifierTrainer
 from cifarbudget.training.generative import train_generator
-from tests.conftest import TINY_PARAMS, training_files_in, write_prepared
+from tests.conftest import QUICK_PARAMS, training_files_in, write_prepared
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread", "torch_determinism_restored")
 
@@ -19,7 +19,7 @@ def data(tmp_path_factory):
 
 
 def tiny(section: str, **settings):
-    tiny_settings = {key.split(".", 1)[1]: value for key, value in TINY_PARAMS.items()
+    tiny_settings = {key.split(".", 1)[1]: value for key, value in QUICK_PARAMS.items()
                      if key.startswith(f"{section}.")}
     return dataclasses.replace(getattr(Params(), section), **{**tiny_settings, **settings})
 
